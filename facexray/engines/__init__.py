@@ -1,0 +1,45 @@
+"""Engines run a network on a batch. `create_engine` picks one by name.
+
+Example:
+    >>> from torch import nn
+    >>> eng = create_engine("torch", nn.Identity(), ("y",), (1, 3, 8, 8), key="identity")
+    >>> eng.name
+    'torch'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..paths import cache_dir
+from .base import Engine
+from .onnx_engine import OnnxRuntimeEngine, export_onnx
+from .torch_engine import TorchEngine
+
+ENGINES = ("torch", "onnxruntime", "tensorrt")
+
+
+def create_engine(kind: str, module: nn.Module, output_names: tuple[str, ...],
+                  input_shape: tuple[int, int, int, int], key: str, device: str = "cpu",
+                  dynamic_hw: bool = False, half: bool = False) -> Engine:
+    """Build the engine `kind` for `module`.
+
+    `key` names the weights (for example a hash); ONNX-based engines cache their
+    exported graph under it in `cache_dir()`, so the export runs once per model.
+    """
+    if kind == "torch":
+        return TorchEngine(module, output_names, device=device, half=half)
+    if kind in ("onnxruntime", "tensorrt"):
+        onnx_path = Path(cache_dir()) / "onnx" / f"{key}{'-dyn' if dynamic_hw else ''}.onnx"
+        if not onnx_path.exists():
+            export_onnx(module, onnx_path, input_shape, output_names, dynamic_hw=dynamic_hw)
+        if kind == "onnxruntime":
+            return OnnxRuntimeEngine(onnx_path, device=device)
+        raise RuntimeError("the tensorrt engine is not part of this build yet; use --engine torch or onnxruntime")
+    raise ValueError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINES)}")
+
+
+__all__ = ["Engine", "TorchEngine", "OnnxRuntimeEngine", "export_onnx", "create_engine", "ENGINES"]

@@ -1,0 +1,22 @@
+"""Typed errors: each names what went wrong in words a user can act on."""
+
+
+class FacexrayError(Exception):
+    """Base class of every error facexray raises on purpose."""
+
+
+class DecodeError(FacexrayError):
+    """An input could not be opened or decoded; `reason` says why in a few words."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class ModelNotFoundError(FacexrayError):
+    """Weights were asked for but are not where they were looked for."""
+
+
+class CropSpecMismatch(FacexrayError):
+    """A model was trained on a different crop than the one it is asked to score."""
