@@ -1,0 +1,110 @@
+"""Command line: argument parsing only; every command is a thin call into the modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+SCAN_EPILOG = """\
+sampling (--sample):
+  uniform=N   N frames spread over the whole video, found by seeking (fast on long files)
+  every=K     every K-th decoded frame
+  fps=F       frames at F per second of video time
+  all         every frame
+
+output: one JSON line per file in --out (path, verdict, score, frames and faces scored,
+top frames with timestamps, per-stage timings, error). Verdicts: real, fake, no_face, error.
+
+exit codes:
+  0  every file was scanned          1  some files could not be scanned (see their `error`)
+  2  bad usage or no video found     3  the models could not be loaded
+
+examples:
+  facexray scan videos/ --out results.jsonl
+  facexray scan clip.mp4 --sample all --engine onnxruntime
+  facexray scan videos/ --model random --out r.jsonl     # plumbing check, meaningless scores
+"""
+
+
+def _add_scan(sub: argparse._SubParsersAction) -> None:
+    from .aggregate import AggregateConfig
+    from .decode import DEFAULT_SAMPLE
+    from .engines import ENGINES
+    from .faces.detect import DetectorConfig
+    from .pipeline import PipelineConfig
+
+    det, pipe, agg = DetectorConfig(), PipelineConfig(), AggregateConfig()
+    p = sub.add_parser("scan", help="scan video files and folders for face forgeries",
+                       description="Score every video under PATH... for face forgery with Face X-ray.",
+                       epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders (searched recursively)")
+    p.add_argument("--out", "-o", metavar="FILE", help="append one JSON record per file to FILE (JSONL)")
+    p.add_argument("--sample", default=DEFAULT_SAMPLE, metavar="SPEC",
+                   help=f"which frames to score: uniform=N | every=K | fps=F | all (default {DEFAULT_SAMPLE})")
+    p.add_argument("--engine", default="torch", choices=ENGINES, help="inference engine (default torch)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--model", metavar="PATH",
+                   help="X-ray checkpoint (.safetensors) or export (.onnx); default: the shipped model; "
+                        "'random' for a plumbing check with random weights")
+    p.add_argument("--detector-weights", metavar="PATH",
+                   help="RetinaFace weights (.pth); default: found in $FACEXRAY_MODELS or the cache")
+    p.add_argument("--threshold", type=float, default=agg.threshold,
+                   help=f"score at or above which a video is 'fake' (default {agg.threshold})")
+    p.add_argument("--top-k", type=int, default=agg.top_k,
+                   help=f"a track's score is the mean of its top-k face scores (default {agg.top_k})")
+    p.add_argument("--min-face", type=int, default=det.min_face,
+                   help=f"ignore faces whose shorter side is below this many pixels (default {det.min_face})")
+    p.add_argument("--det-threshold", type=float, default=det.score_threshold,
+                   help=f"face detector confidence threshold (default {det.score_threshold})")
+    p.add_argument("--detect-batch", type=int, default=pipe.detect_batch,
+                   help=f"frames per detector batch (default {pipe.detect_batch})")
+    p.add_argument("--xray-batch", type=int, default=pipe.xray_batch,
+                   help=f"faces per X-ray batch (default {pipe.xray_batch})")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_scan)
+
+
+def _run_scan(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .aggregate import AggregateConfig
+    from .faces.detect import DetectorConfig
+    from .pipeline import PipelineConfig
+    from .scan import ScanConfig, run_scan
+
+    cfg = ScanConfig(
+        out=a.out, model=a.model, engine=a.engine, device=a.device, detector_weights=a.detector_weights,
+        detector=replace(DetectorConfig(), min_face=a.min_face, score_threshold=a.det_threshold),
+        pipeline=replace(PipelineConfig(), sample=a.sample, detect_batch=a.detect_batch, xray_batch=a.xray_batch,
+                         aggregate=replace(AggregateConfig(), threshold=a.threshold, top_k=a.top_k)),
+        progress=not a.quiet)
+    return run_scan(a.paths, cfg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facexray", description="Face X-ray deepfake detection for video at scale.")
+    p.add_argument("--version", action="version", version=f"facexray {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_scan(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if args.command == "scan":
+        from .decode import SampleSpec
+        try:
+            SampleSpec.parse(args.sample)
+        except ValueError as e:
+            parser.error(str(e))
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The X-ray model behind an engine: which weights, which crop they expect, and running crops through them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ModelNotFoundError
+from ..faces.crop import CropSpec
+from . import create_engine
+from .base import Engine
+from .onnx_engine import OnnxRuntimeEngine
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_MODEL = WEIGHTS_DIR / "xray_default.safetensors"
+NO_MODEL_HELP = (
+    "no trained X-ray model is available: this installation ships no default weights "
+    f"(looked for {DEFAULT_MODEL}). Pass --model PATH to a facexray checkpoint "
+    "(.safetensors from `facexray train`, or .onnx from `facexray export`), or "
+    "--model random for a plumbing check whose scores mean nothing."
+)
+
+
+def _file_key(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class XrayRunner:
+    """An engine holding the X-ray network, plus the metadata that says how to feed it.
+
+    Call it with aligned crops (N, S, S, 3) RGB uint8 made by `faces.crop.crop_face`
+    with `self.crop_spec`; it returns (fake probabilities (N,), X-ray maps (N, 64, 64)).
+    """
+
+    engine: Engine
+    metadata: dict
+    name: str
+
+    @property
+    def crop_spec(self) -> CropSpec:
+        return CropSpec.from_dict(self.metadata["crop"])
+
+    @property
+    def is_random(self) -> bool:
+        return bool(self.metadata.get("random"))
+
+    def __call__(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+        out = self.engine(x)
+        return out["prob"].reshape(-1).cpu().numpy(), out["xray"].cpu().numpy()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "arch": self.metadata.get("arch"), "random": self.is_random,
+                **self.engine.describe()}
+
+
+def load_xray(model: str | Path | None = None, engine: str = "torch", device: str = "cpu",
+              half: bool = False) -> XrayRunner:
+    """Load the X-ray model: `None` → the shipped default, `"random"` → seeded random weights
+    (plumbing checks only), a `.safetensors` checkpoint, or an `.onnx` export.
+
+    Raises `ModelNotFoundError` with what to do when the weights are not there.
+    """
+    from ..models.checkpoint import load_checkpoint, random_model
+    from ..models.xray import OUTPUT_NAMES
+
+    if model is None:
+        if not DEFAULT_MODEL.exists():
+            raise ModelNotFoundError(NO_MODEL_HELP)
+        model = DEFAULT_MODEL
+    if str(model) == "random":
+        net, meta = random_model()
+        key, name = f"random-{meta['arch']}", "random"
+    else:
+        path = Path(model)
+        if not path.exists():
+            raise ModelNotFoundError(f"X-ray model not found: {path}")
+        if path.suffix == ".onnx":
+            if engine != "onnxruntime":
+                raise ValueError("an .onnx model runs on --engine onnxruntime")
+            eng = OnnxRuntimeEngine(path, device=device)
+            meta = json.loads(eng.session.get_modelmeta().custom_metadata_map.get("facexray", "null") or "null")
+            if not meta:
+                raise ModelNotFoundError(f"{path} is not a facexray export (no 'facexray' metadata)")
+            return XrayRunner(eng, meta, path.name)
+        net, meta = load_checkpoint(path)
+        key, name = f"{path.stem}-{_file_key(path)}", path.name
+    size = CropSpec.from_dict(meta["crop"]).size
+    eng = create_engine(engine, net, OUTPUT_NAMES, (1, 3, size, size), key=key, device=device, half=half)
+    return XrayRunner(eng, meta, name)

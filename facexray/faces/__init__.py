@@ -1,0 +1,1 @@
+"""Faces: detection (RetinaFace), the crop function, and tracking."""

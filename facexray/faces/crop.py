@@ -1,0 +1,114 @@
+"""THE crop function: (frame, face) → model input. Training and inference both call it.
+
+A crop is a similarity warp that puts the five landmarks of a face on a fixed
+template, scaled so the whole face and a band of context around it fit (the
+blending boundary that Face X-ray looks for lies at the edge of the face, so the
+crop must hold that edge and what lies outside it). The parameters live in a
+versioned `CropSpec`; a checkpoint stores the spec it was trained with, and
+`CropSpec.check` refuses to serve a model on any other crop.
+
+Example:
+    >>> import numpy as np
+    >>> spec = CropSpec()
+    >>> lm = spec.template_points(100) + 50     # a face already in template pose
+    >>> crop, m = crop_face(np.zeros((300, 300, 3), np.uint8), lm, spec)
+    >>> crop.shape
+    (256, 256, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import CropSpecMismatch
+
+# The five-point template of ArcFace (left eye, right eye, nose, left and right mouth
+# corner) in a 112×112 square: the de-facto standard pose for aligned faces.
+_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                          [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How a face is cut out: the one place that knows the crop defaults.
+
+    `margin` is the context added on each side, as a fraction of the template
+    square (0.25 → the 112-px template face covers the middle 1/1.5 of the crop).
+    `shift_y` moves the face down in the crop, as a fraction of its size, so the
+    forehead and hairline (a frequent blending edge) stay inside.
+    """
+
+    version: str = "fx-crop-v1"
+    size: int = 256
+    method: str = "similarity5"
+    margin: float = 0.25
+    shift_y: float = 0.05
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CropSpec":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    def check(self, other: "CropSpec | dict") -> None:
+        """Raise `CropSpecMismatch` unless `other` describes the same crop."""
+        other = other if isinstance(other, CropSpec) else CropSpec.from_dict(other)
+        if other != self:
+            raise CropSpecMismatch(f"the model was trained on crop {other.to_dict()} but this "
+                                   f"pipeline cuts {self.to_dict()}; re-train or use the matching crop spec")
+
+    def template_points(self, size: int | None = None) -> np.ndarray:
+        """The five target landmark positions (5, 2) in a crop of side `size` (default `self.size`)."""
+        size = self.size if size is None else size
+        scale = size / (112.0 * (1.0 + 2.0 * self.margin))
+        pts = (_TEMPLATE_112 - 56.0) * scale + size / 2.0
+        pts[:, 1] += self.shift_y * 112.0 * scale
+        return pts
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src→dst (Umeyama), as 2×3."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1
+    r = u @ sign @ vt
+    var_s = (s ** 2).sum() / len(src)
+    scale = np.trace(np.diag(sig) @ sign) / var_s if var_s > 0 else 1.0
+    t = mu_d - scale * r @ mu_s
+    return np.hstack([scale * r, t[:, None]]).astype(np.float64)
+
+
+def crop_matrix(landmarks: np.ndarray, spec: CropSpec = CropSpec()) -> np.ndarray:
+    """The 2×3 affine that maps frame pixels to crop pixels for a face with these 5 landmarks."""
+    if spec.method != "similarity5":
+        raise ValueError(f"unknown crop method {spec.method!r}")
+    return similarity_transform(np.asarray(landmarks, np.float64).reshape(5, 2), spec.template_points())
+
+
+def crop_face(image: np.ndarray, landmarks: np.ndarray, spec: CropSpec = CropSpec()) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the aligned face out of `image` (RGB uint8 HWC). Returns (crop size×size×3 uint8, 2×3 matrix).
+
+    Outside the frame the crop is black (zero padding), the same rule as the
+    GPU path's grid sampling.
+    """
+    m = crop_matrix(landmarks, spec)
+    crop = cv2.warpAffine(image, m, (spec.size, spec.size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return crop, m
+
+
+def to_frame_coords(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Map crop-pixel points (N, 2) back to frame pixels through the inverse of `matrix`."""
+    inv = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
+    pts = np.asarray(points, np.float64)
+    return pts @ inv[:, :2].T + inv[:, 2]

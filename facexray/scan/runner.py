@@ -1,0 +1,109 @@
+"""`facexray scan`: every file gets a record, a progress bar shows the way, a table sums it up.
+
+Exit codes (also in `facexray scan --help`):
+    0  every file was scanned (verdicts may be real, fake or no_face)
+    1  the scan finished but some files could not be scanned (their records carry `error`)
+    2  bad usage: an unknown option, a path that does not exist, or no video found
+    3  the models could not be loaded (nothing was scanned)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .. import __version__
+from ..contracts import VideoResult
+from ..engines.xray import load_xray
+from ..errors import FacexrayError
+from ..faces.detect import DetectorConfig, RetinaFaceDetector
+from ..pipeline import Pipeline, PipelineConfig
+from .discover import discover
+from .results import ResultWriter
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
+
+
+@dataclass
+class ScanConfig:
+    """Everything a scan needs besides the paths; defaults come from the stages' own configs."""
+
+    out: str | None = None
+    model: str | None = None
+    engine: str = "torch"
+    device: str = "cpu"
+    detector_weights: str | None = None
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    progress: bool = True
+
+
+def record_of(result: VideoResult, cfg: ScanConfig, runner_info: dict) -> dict:
+    """The JSONL record of one result: the result itself plus how it was obtained."""
+    rec = dataclasses.asdict(result)
+    rec["meta"].update(sample=cfg.pipeline.sample, engine=cfg.engine, device=cfg.device,
+                       xray_model=runner_info, facexray_version=__version__)
+    return rec
+
+
+def print_summary(results: list[VideoResult], elapsed: float, out: str | None, stream=sys.stderr) -> None:
+    """A short table: counts per verdict, the most suspicious files, the errors."""
+    counts = Counter(r.verdict for r in results)
+    frames = sum(r.frames_scored for r in results)
+    print(f"\nscanned {len(results)} file(s) in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} frames/s); "
+          + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), file=stream)
+    scored = sorted((r for r in results if r.score is not None), key=lambda r: -r.score)
+    if scored:
+        width = min(70, max(len(r.path) for r in scored))
+        print(f"{'file':<{width}}  {'verdict':<8} {'score':>6} {'frames':>6} {'faces':>6}", file=stream)
+        for r in scored[:10]:
+            print(f"{r.path[-width:]:<{width}}  {r.verdict:<8} {r.score:6.3f} {r.frames_scored:6d} "
+                  f"{r.faces_scored:6d}", file=stream)
+        if len(scored) > 10:
+            print(f"... and {len(scored) - 10} more", file=stream)
+    for r in results:
+        if r.error:
+            print(f"ERROR {r.path}: {r.error}", file=stream)
+    if any(r.warning for r in results):
+        print(f"WARNING: {next(r.warning for r in results if r.warning)}", file=stream)
+    if out:
+        print(f"results: {out}", file=stream)
+
+
+def run_scan(paths: list[str], cfg: ScanConfig) -> int:
+    """Scan `paths` (files and folders) and return the exit code (see module docstring)."""
+    try:
+        files = discover(paths)
+    except FileNotFoundError as e:
+        print(f"facexray scan: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not files:
+        print("facexray scan: no video files found under " + ", ".join(paths), file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        xray = load_xray(cfg.model, engine=cfg.engine, device=cfg.device)
+        detector = RetinaFaceDetector(cfg.detector_weights, config=cfg.detector, engine=cfg.engine, device=cfg.device)
+    except (FacexrayError, RuntimeError, ValueError) as e:
+        print(f"facexray scan: {e}", file=sys.stderr)
+        return EXIT_MODEL
+    if xray.is_random:
+        print("WARNING: --model random: weights are random, scores mean nothing (plumbing check)", file=sys.stderr)
+    pipeline = Pipeline(detector, xray, cfg.pipeline)
+    runner_info = xray.describe()
+    results: list[VideoResult] = []
+    t0 = time.perf_counter()
+    with ResultWriter(cfg.out) as writer, tqdm(files, unit="video", disable=not cfg.progress,
+                                               dynamic_ncols=True, file=sys.stderr) as bar:
+        for path in bar:
+            bar.set_postfix_str(path.name[-30:], refresh=False)
+            result = pipeline.run(path).result
+            results.append(result)
+            writer.write(record_of(result, cfg, runner_info))
+    print_summary(results, time.perf_counter() - t0, cfg.out)
+    return EXIT_SOME_FAILED if any(r.error for r in results) else EXIT_OK
