@@ -75,8 +75,9 @@ def _run_scan(a: argparse.Namespace) -> int:
     from .scan import ScanConfig, run_scan
 
     cfg = ScanConfig(
-        out=a.out, model=a.model, engine=a.engine, device=a.device, detector_weights=a.detector_weights,
-        detector=replace(DetectorConfig(), min_face=a.min_face, score_threshold=a.det_threshold),
+        out=a.out, model=a.model, engine=a.engine, device=a.device,
+        detector=replace(DetectorConfig(), weights=a.detector_weights, min_face=a.min_face,
+                         score_threshold=a.det_threshold),
         pipeline=replace(PipelineConfig(), sample=a.sample, detect_batch=a.detect_batch, xray_batch=a.xray_batch,
                          aggregate=replace(AggregateConfig(), threshold=a.threshold, top_k=a.top_k)),
         progress=not a.quiet)

@@ -18,5 +18,9 @@ class ModelNotFoundError(FacexrayError):
     """Weights were asked for but are not where they were looked for."""
 
 
+class CheckpointError(FacexrayError):
+    """A weights file is unreadable, is not a facexray checkpoint, or does not fit its architecture."""
+
+
 class CropSpecMismatch(FacexrayError):
     """A model was trained on a different crop than the one it is asked to score."""

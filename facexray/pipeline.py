@@ -27,7 +27,7 @@ from .contracts import Face, FaceScore, Frame, VideoResult
 from .decode import DEFAULT_SAMPLE, SampleSpec, open_video
 from .engines.xray import XrayRunner
 from .errors import DecodeError
-from .faces.crop import crop_face
+from .faces.crop import CropSpec, crop_face
 from .faces.detect import RetinaFaceDetector
 from .faces.track import IoUTracker
 
@@ -44,6 +44,7 @@ class PipelineConfig:
     max_faces_per_frame: int = 4
     queue_frames: int = 32
     decode_threads: int = 0
+    crop: CropSpec = field(default_factory=CropSpec)
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
 
 
@@ -94,13 +95,17 @@ def _decode_into(source: str, sample: SampleSpec, threads: int, q: "queue.Queue"
 
 
 class Pipeline:
-    """Runs one source at a time through the detector and the X-ray engine."""
+    """Runs one source at a time through the detector and the X-ray engine.
+
+    Raises `CropSpecMismatch` when the model was trained on another crop than `config.crop`.
+    """
 
     def __init__(self, detector: RetinaFaceDetector, xray: XrayRunner, config: PipelineConfig = PipelineConfig()):
+        config.crop.check(xray.metadata["crop"])
         self.detector = detector
         self.xray = xray
         self.config = config
-        self.crop_spec = xray.crop_spec
+        self.crop_spec = config.crop
 
     def frames(self, source: str | Path, info: dict):
         """Frames of `source` decoded in a background thread; fills `info` with video info, stats, errors."""

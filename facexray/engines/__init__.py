@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -22,18 +23,29 @@ from .torch_engine import TorchEngine
 ENGINES = ("torch", "onnxruntime", "tensorrt")
 
 
+def state_hash(module: nn.Module) -> str:
+    """A short hash of a module's parameters and buffers (names, shapes and values)."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def create_engine(kind: str, module: nn.Module, output_names: tuple[str, ...],
                   input_shape: tuple[int, int, int, int], key: str, device: str = "cpu",
                   dynamic_hw: bool = False, half: bool = False) -> Engine:
     """Build the engine `kind` for `module`.
 
-    `key` names the weights (for example a hash); ONNX-based engines cache their
-    exported graph under it in `cache_dir()`, so the export runs once per model.
+    ONNX-based engines cache their exported graph in `cache_dir()` under `key` (a
+    readable name) and a hash of the module's weights, so the export runs once per
+    set of weights and never serves stale ones.
     """
     if kind == "torch":
         return TorchEngine(module, output_names, device=device, half=half)
     if kind in ("onnxruntime", "tensorrt"):
-        onnx_path = Path(cache_dir()) / "onnx" / f"{key}{'-dyn' if dynamic_hw else ''}.onnx"
+        onnx_path = Path(cache_dir()) / "onnx" / f"{key}-{state_hash(module)}{'-dyn' if dynamic_hw else ''}.onnx"
         if not onnx_path.exists():
             export_onnx(module, onnx_path, input_shape, output_names, dynamic_hw=dynamic_hw)
         if kind == "onnxruntime":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +23,6 @@ NO_MODEL_HELP = (
     "(.safetensors from `facexray train`, or .onnx from `facexray export`), or "
     "--model random for a plumbing check whose scores mean nothing."
 )
-
-
-def _file_key(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -79,7 +70,7 @@ def load_xray(model: str | Path | None = None, engine: str = "torch", device: st
             raise ModelNotFoundError(NO_MODEL_HELP)
         model = DEFAULT_MODEL
     if str(model) == "random":
-        net, meta = random_model()
+        net, meta = random_model(crop=CropSpec().to_dict())
         key, name = f"random-{meta['arch']}", "random"
     else:
         path = Path(model)
@@ -94,7 +85,7 @@ def load_xray(model: str | Path | None = None, engine: str = "torch", device: st
                 raise ModelNotFoundError(f"{path} is not a facexray export (no 'facexray' metadata)")
             return XrayRunner(eng, meta, path.name)
         net, meta = load_checkpoint(path)
-        key, name = f"{path.stem}-{_file_key(path)}", path.name
+        key, name = path.stem, path.name
     size = CropSpec.from_dict(meta["crop"]).size
     eng = create_engine(engine, net, OUTPUT_NAMES, (1, 3, size, size), key=key, device=device, half=half)
     return XrayRunner(eng, meta, name)

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,19 +196,17 @@ def load_retinaface(path: str | Path, cfg: RetinaFaceConfig) -> RetinaFace:
 # ---------------------------------------------------------------------------------------------
 # priors and decoding
 
-_PRIOR_CACHE: dict[tuple, torch.Tensor] = {}
-
-
 def priors(cfg: RetinaFaceConfig, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Prior boxes (P, 4) as (cx, cy, w, h) in input pixels for an input of `height` x `width`.
 
     Same order as the network's outputs: level by level (stride 8, 16, 32), then row,
     column, prior size. Cached per (config, size, device); treat the result as read-only.
     """
-    key = (cfg.name, height, width, str(device))
-    cached = _PRIOR_CACHE.get(key)
-    if cached is not None:
-        return cached
+    return _priors(cfg, int(height), int(width), str(device))
+
+
+@functools.lru_cache(maxsize=256)
+def _priors(cfg: RetinaFaceConfig, height: int, width: int, device: str) -> torch.Tensor:
     levels = []
     for step, sizes in zip(cfg.steps, cfg.min_sizes):
         fh, fw = math.ceil(height / step), math.ceil(width / step)
@@ -217,9 +216,7 @@ def priors(cfg: RetinaFaceConfig, height: int, width: int, device: torch.device 
         grid = torch.stack(torch.broadcast_tensors(
             cx[None, :, None], cy[:, None, None], s[None, None, :], s[None, None, :]), dim=-1)
         levels.append(grid.reshape(-1, 4))
-    out = torch.cat(levels).to(device)
-    _PRIOR_CACHE[key] = out
-    return out
+    return torch.cat(levels).to(device)
 
 
 def decode_boxes(loc: torch.Tensor, pri: torch.Tensor, variance: tuple[float, float]) -> torch.Tensor:

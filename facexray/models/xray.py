@@ -84,7 +84,7 @@ def create_model(name: str = DEFAULT_ARCH, backbone_weights: str | Path | None =
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     model = XrayNet(MODELS[name])
     if backbone_weights is not None:
-        from .checkpoint import load_imagenet_checkpoint
+        from .checkpoint import load_imagenet_checkpoint  # here, not at the top: checkpoint.py imports this module
 
         load_imagenet_checkpoint(model.backbone, backbone_weights)
     return model

@@ -38,7 +38,6 @@ class ScanConfig:
     model: str | None = None
     engine: str = "torch"
     device: str = "cpu"
-    detector_weights: str | None = None
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     progress: bool = True
@@ -88,13 +87,14 @@ def run_scan(paths: list[str], cfg: ScanConfig) -> int:
         return EXIT_USAGE
     try:
         xray = load_xray(cfg.model, engine=cfg.engine, device=cfg.device)
-        detector = RetinaFaceDetector(cfg.detector_weights, config=cfg.detector, engine=cfg.engine, device=cfg.device)
+        detector = RetinaFaceDetector.from_config(
+            dataclasses.replace(cfg.detector, engine=cfg.engine, device=cfg.device))
+        pipeline = Pipeline(detector, xray, cfg.pipeline)
     except (FacexrayError, RuntimeError, ValueError) as e:
         print(f"facexray scan: {e}", file=sys.stderr)
         return EXIT_MODEL
     if xray.is_random:
         print("WARNING: --model random: weights are random, scores mean nothing (plumbing check)", file=sys.stderr)
-    pipeline = Pipeline(detector, xray, cfg.pipeline)
     runner_info = xray.describe()
     results: list[VideoResult] = []
     t0 = time.perf_counter()

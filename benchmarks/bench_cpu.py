@@ -1,0 +1,127 @@
+"""CPU benchmark of the scan path, measured in one run against a naive frame-by-frame loop.
+
+Measures on real clips from ../shared:
+  decode-only fps (full decode) and uniform=32 vs full decode of the 60-s 1080p clip,
+  detector frames/s at batch 1 and 16, X-ray faces/s at batch 1 and 32 (torch and onnxruntime),
+  end-to-end `--sample all` fps of the pipeline (torch, onnxruntime) and of the naive loop
+  (decode a frame, detect it, classify each face at batch 1, as reference detect_video code does),
+  and the peak memory (max RSS) of `facexray scan` over all real videos.
+Writes benchmarks/results/cpu.json (or --name).
+
+    python benchmarks/bench_cpu.py [--runs 3] [--name cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import SHARED, machine, median_time, save  # noqa: E402
+
+from facexray.decode import open_video  # noqa: E402
+from facexray.engines.xray import load_xray  # noqa: E402
+from facexray.faces.crop import crop_face  # noqa: E402
+from facexray.faces.detect import RetinaFaceDetector  # noqa: E402
+from facexray.pipeline import Pipeline, PipelineConfig  # noqa: E402
+
+CLIP = SHARED / "data/real_videos/video_retalking/examples__face__4.mp4"
+LONG = SHARED / "data/bench/facenet_1080p_60s.mp4"
+
+
+def count_frames(path, sample: str) -> int:
+    with open_video(path, sample) as r:
+        return sum(1 for _ in r)
+
+
+def naive_loop(path, detector: RetinaFaceDetector, xray) -> int:
+    """The reference style: one frame decoded, detected, and each of its faces classified alone."""
+    n = 0
+    with open_video(path, "all") as reader:
+        for frame in reader:
+            det = detector.detect([frame.image])[0]
+            for lm in det.landmarks:
+                xray(crop_face(frame.image, lm, xray.crop_spec)[0][None])
+            n += 1
+    return n
+
+
+def per_second(count: int, seconds: float) -> float:
+    return round(count / seconds, 2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--name", default="cpu")
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args()
+    if not CLIP.exists():
+        sys.exit(f"benchmark clips not found under {SHARED}")
+    out: dict = {"machine": machine(), "runs": args.runs, "clip": str(CLIP.relative_to(SHARED)),
+                 "long_clip": str(LONG.relative_to(SHARED))}
+
+    n_clip = count_frames(CLIP, "all")
+    t, _ = median_time(lambda: count_frames(CLIP, "all"), args.runs)
+    out["decode"] = {"clip_frames": n_clip, "clip_full_fps": per_second(n_clip, t)}
+    if LONG.exists():
+        t_full, _ = median_time(lambda: count_frames(LONG, "all"), args.runs, warmup=0)
+        t_uni, _ = median_time(lambda: count_frames(LONG, "uniform=32"), args.runs, warmup=0)
+        out["decode"].update(long_full_s=round(t_full, 3), long_uniform32_s=round(t_uni, 3),
+                             long_uniform32_over_full=round(t_uni / t_full, 3), target_ratio_at_most=0.5)
+
+    with open_video(CLIP, "uniform=16") as r:
+        frames = [f.image for f in r]
+    detectors = {e: RetinaFaceDetector(engine=e) for e in ("torch", "onnxruntime")}
+    xrays = {e: load_xray("random", engine=e) for e in ("torch", "onnxruntime")}
+    dets = detectors["torch"].detect(frames)
+    crops = [crop_face(img, d.landmarks[0], xrays["torch"].crop_spec)[0] for img, d in zip(frames, dets) if len(d.scores)]
+    crops32 = np.stack([crops[i % len(crops)] for i in range(32)])
+    out["detector_fps"], out["xray_faces_per_s"] = {}, {}
+    for e in ("torch", "onnxruntime"):
+        d = detectors[e]
+        t1, _ = median_time(lambda: [d.detect([f]) for f in frames], args.runs)
+        t16, _ = median_time(lambda: d.detect(frames), args.runs)
+        out["detector_fps"][e] = {"batch1": per_second(len(frames), t1), "batch16": per_second(len(frames), t16),
+                                  "frame_size": list(frames[0].shape[:2])}
+        x = xrays[e]
+        t1, _ = median_time(lambda: [x(c[None]) for c in crops32], args.runs)
+        t32, _ = median_time(lambda: x(crops32), args.runs)
+        out["xray_faces_per_s"][e] = {"batch1": per_second(32, t1), "batch32": per_second(32, t32)}
+
+    e2e: dict = {}
+    t, _ = median_time(lambda: naive_loop(CLIP, detectors["torch"], xrays["torch"]), args.runs)
+    e2e["naive_torch_fps"] = per_second(n_clip, t)
+    for e in ("torch", "onnxruntime"):
+        pipe = Pipeline(detectors[e], xrays[e], PipelineConfig(sample="all"))
+        res = pipe.run(CLIP).result
+        assert res.error is None and res.frames_scored == n_clip, res
+        t, _ = median_time(lambda: pipe.run(CLIP), args.runs, warmup=0)
+        e2e[f"pipeline_{e}_fps"] = per_second(n_clip, t)
+        e2e[f"pipeline_{e}_over_naive"] = round(e2e[f"pipeline_{e}_fps"] / e2e["naive_torch_fps"], 3)
+    e2e["target_over_naive_at_least"] = 1.5
+    out["end_to_end_sample_all"] = e2e
+
+    if not args.skip_memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "facexray.cli", "scan", str(SHARED / "data/real_videos"),
+                                   "--model", "random", "--out", os.path.join(tmp, "r.jsonl"), "-q"],
+                                  capture_output=True, text=True)
+            wall = time.perf_counter() - t
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        out["scan_all_real_videos"] = {"exit_code": proc.returncode, "wall_s": round(wall, 1),
+                                       "sample": "uniform=32 (default)", "peak_rss_mb": round(peak_mb, 1),
+                                       "target_peak_mb_below": 2048}
+    save(args.name, out)
+
+
+if __name__ == "__main__":
+    main()
