@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import http.server
 import math
-import shutil
 import struct
 import threading
 from fractions import Fraction

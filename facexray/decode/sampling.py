@@ -150,12 +150,12 @@ class StrideReservoir(Generic[T]):
 
     def pick(self, targets: list[float]) -> list[T]:
         """The kept item nearest each target position, in order, without repeats."""
+        if not self.kept:
+            return []
         out: list[T] = []
         used: set[int] = set()
         positions = [p for p, _ in self.kept]
         for t in targets:
-            if not positions:
-                break
             j = min(range(len(positions)), key=lambda k: (abs(positions[k] - t), positions[k]))
             if j not in used:
                 used.add(j)
