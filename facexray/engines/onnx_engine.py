@@ -53,6 +53,8 @@ class OnnxRuntimeEngine(Engine):
                                    "install onnxruntime-gpu or use --engine torch")
             providers.insert(0, "CUDAExecutionProvider")
         opts = ort.SessionOptions()
+        # Spinning threads keep burning the cores between runs, starving decode and pre-processing.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..contracts import Face
 from ..engines import create_engine
 from .retinaface import MEAN_BGR, decode_boxes, decode_landmarks, get_config, load_retinaface, nms_sorted, priors
-from .weights import file_sha256, resolve_weights
+from .weights import resolve_weights
 
 PRE_NMS_SCORE = 0.02
 """Candidates must score above this before NMS (the measured RetinaFace setting)."""
@@ -36,7 +36,7 @@ PRE_NMS_TOP_K = 5000
 NMS_BUDGET = 1 << 22
 """Most IoU-matrix entries (images x K x K) one NMS call may hold; larger batches are split."""
 _ARCH = "rf1"
-"""Bumped when the network code changes, so cached ONNX exports are not reused across versions."""
+"""Bumped when the network code changes (same weights, new graph), so stale ONNX exports are not reused."""
 _OUTPUTS = ("loc", "conf", "landms")
 
 
@@ -102,9 +102,9 @@ class RetinaFaceDetector:
         self.weights_path = resolve_weights(name, weights)
         net = load_retinaface(self.weights_path, self.cfg)
         side = _ceil32(long_side)
-        key = f"{name}-{file_sha256(self.weights_path)[:16]}-{_ARCH}"
-        self.engine = create_engine(engine, net, _OUTPUTS, (1, 3, side, side), key=key, device=device,
-                                    dynamic_hw=True)
+        # create_engine adds a hash of the weights to the key; the name and _ARCH cover the graph
+        self.engine = create_engine(engine, net, _OUTPUTS, (1, 3, side, side), key=f"{name}-{_ARCH}",
+                                    device=device, dynamic_hw=True)
         self.device = self.engine.device
         self._mean = torch.tensor(MEAN_BGR, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
 
