@@ -51,8 +51,9 @@ def record_of(result: VideoResult, cfg: ScanConfig, runner_info: dict) -> dict:
     return rec
 
 
-def print_summary(results: list[VideoResult], elapsed: float, out: str | None, stream=sys.stderr) -> None:
-    """A short table: counts per verdict, the most suspicious files, the errors."""
+def print_summary(results: list[VideoResult], elapsed: float, out: str | None, stream=None) -> None:
+    """A short table on stderr: counts per verdict, the most suspicious files, the errors."""
+    stream = stream or sys.stderr
     counts = Counter(r.verdict for r in results)
     frames = sum(r.frames_scored for r in results)
     print(f"\nscanned {len(results)} file(s) in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} frames/s); "
