@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 RESULTS = Path(__file__).resolve().parent / "results"
+os.environ.setdefault("FACEXRAY_MODELS", str(SHARED / "models"))
 
 
 def machine() -> dict:

@@ -54,7 +54,7 @@ def _add_scan(sub: argparse._SubParsersAction) -> None:
                    help=f"score at or above which a video is 'fake' (default {agg.threshold})")
     p.add_argument("--top-k", type=int, default=agg.top_k,
                    help=f"a track's score is the mean of its top-k face scores (default {agg.top_k})")
-    p.add_argument("--min-face", type=int, default=det.min_face,
+    p.add_argument("--min-face", type=float, default=det.min_face,
                    help=f"ignore faces whose shorter side is below this many pixels (default {det.min_face})")
     p.add_argument("--det-threshold", type=float, default=det.score_threshold,
                    help=f"face detector confidence threshold (default {det.score_threshold})")

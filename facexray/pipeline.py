@@ -66,6 +66,17 @@ class _Timer(defaultdict):
         return now
 
 
+def _put(q: "queue.Queue", item: object, stop: threading.Event) -> bool:
+    """Put `item` on `q`, waiting while it is full, unless `stop` is set first. True if it was put."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def _decode_into(source: str, sample: SampleSpec, threads: int, q: "queue.Queue", stop: threading.Event,
                  info: dict) -> None:
     t0 = time.perf_counter()
@@ -73,25 +84,14 @@ def _decode_into(source: str, sample: SampleSpec, threads: int, q: "queue.Queue"
         with open_video(source, sample, threads=threads) as reader:
             info["video"] = reader.info
             for frame in reader:
-                while not stop.is_set():
-                    try:
-                        q.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not _put(q, frame, stop):
                     break
             info["stats"] = dict(reader.stats)
     except BaseException as e:  # handed to the consumer, which decides what is fatal
         info["error"] = e
     finally:
         info["decode_s"] = time.perf_counter() - t0
-        while not stop.is_set():
-            try:
-                q.put(_END, timeout=0.1)
-                break
-            except queue.Full:
-                continue
+        _put(q, _END, stop)
 
 
 class Pipeline:

@@ -55,6 +55,20 @@ def test_crop_is_invariant_to_rotation_and_scale_of_the_frame():
     assert np.abs(crop_a[inner, inner].astype(int) - crop_c[inner, inner].astype(int)).mean() > 20
 
 
+def test_context_crop_holds_the_crop_exactly_at_its_centre():
+    spec = CropSpec()
+    img = _textured()
+    lm = np.array([[280, 200], [350, 210], [315, 250], [285, 290], [345, 298]], np.float64)
+    crop, _ = crop_face(img, lm, spec)
+    ctx_spec = spec.with_context(384)
+    ctx, _ = crop_face(img, lm, ctx_spec)
+    assert ctx.shape == (384, 384, 3)
+    diff = np.abs(spec.center_of(ctx).astype(int) - crop.astype(int))
+    assert diff.max() <= 3 and diff.mean() < 0.05      # identical up to warpAffine fixed-point rounding
+    with pytest.raises(ValueError):
+        spec.with_context(301)
+
+
 def test_crop_pads_with_black_outside_the_frame():
     spec = CropSpec()
     img = np.full((100, 100, 3), 200, np.uint8)

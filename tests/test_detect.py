@@ -259,7 +259,7 @@ def test_min_face_and_threshold_filter(shared_dir, weights, cache):
     img = _rgb(shared_dir / FACES / "mmpose_facelm/tests__data__wflw__7_Cheering_Cheering_7_16.jpg")
     (all_faces,) = RetinaFaceDetector(weights).detect([img])
     (big,) = RetinaFaceDetector(weights, min_face=80).detect([img])
-    sure_det = RetinaFaceDetector.from_config(DetectorConfig(weights=str(weights), score_threshold=0.99))
+    sure_det = RetinaFaceDetector(config=DetectorConfig(weights=str(weights), score_threshold=0.99))
     assert sure_det.describe()["score_threshold"] == 0.99 and sure_det.describe()["engine"] == "torch"
     (sure,) = sure_det.detect([img])
     sides = np.minimum(all_faces.boxes[:, 2] - all_faces.boxes[:, 0], all_faces.boxes[:, 3] - all_faces.boxes[:, 1])

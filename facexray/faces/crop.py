@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -60,6 +60,23 @@ class CropSpec:
         if other != self:
             raise CropSpecMismatch(f"the model was trained on crop {other.to_dict()} but this "
                                    f"pipeline cuts {self.to_dict()}; re-train or use the matching crop spec")
+
+    def with_context(self, size: int) -> "CropSpec":
+        """The same alignment and pixel scale on a larger canvas of side `size`.
+
+        Its centre `self.size` square is this crop (`center_of` cuts it out; equal up to
+        warpAffine's fixed-point rounding, a few grey levels at most),
+        so training data can be stored once with context and re-cropped, jittered or
+        blended later without ever using a different crop.
+        """
+        if size < self.size or (size - self.size) % 2:
+            raise ValueError(f"a context size must be >= {self.size} and differ from it by an even number")
+        return replace(self, size=size, margin=(size / self.size * (1.0 + 2.0 * self.margin) - 1.0) / 2.0)
+
+    def center_of(self, context: np.ndarray) -> np.ndarray:
+        """The crop of this spec inside a crop made with `self.with_context(...)`."""
+        off = (context.shape[0] - self.size) // 2
+        return context[off:off + self.size, off:off + self.size]
 
     def template_points(self, size: int | None = None) -> np.ndarray:
         """The five target landmark positions (5, 2) in a crop of side `size` (default `self.size`)."""

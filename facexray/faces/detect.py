@@ -15,7 +15,7 @@ Usage (weights found through `resolve_weights`, e.g. `FACEXRAY_MODELS`)::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -81,9 +81,6 @@ class DetectorConfig:
     max_batch: int = 16
 
 
-_D = DetectorConfig()
-
-
 def _ceil32(x: int) -> int:
     return int(math.ceil(x / 32) * 32)
 
@@ -91,27 +88,21 @@ def _ceil32(x: int) -> int:
 class RetinaFaceDetector:
     """RetinaFace face detector over batches of RGB frames (see the module docstring)."""
 
-    def __init__(self, weights: str | Path | None = _D.weights, name: str = _D.name, engine: str = _D.engine,
-                 device: str = _D.device, long_side: int = _D.long_side,
-                 score_threshold: float = _D.score_threshold, min_face: float = _D.min_face,
-                 nms_iou: float = _D.nms_iou, max_batch: int = _D.max_batch):
-        self.config = DetectorConfig(weights=None if weights is None else str(weights), name=name, engine=engine,
-                                     device=device, long_side=long_side, score_threshold=score_threshold,
-                                     min_face=min_face, nms_iou=nms_iou, max_batch=max_batch)
-        self.cfg = get_config(name)
-        self.weights_path = resolve_weights(name, weights)
+    def __init__(self, weights: str | Path | None = None, config: DetectorConfig | None = None, **overrides):
+        """Build from `config` (default `DetectorConfig()`), with `weights` and any of its
+        fields given as keywords taking precedence, e.g. `RetinaFaceDetector(engine="onnxruntime")`."""
+        config = replace(config or DetectorConfig(), **overrides)
+        if weights is not None:
+            config = replace(config, weights=str(weights))
+        self.config = config
+        self.cfg = get_config(config.name)
+        self.weights_path = resolve_weights(config.name, config.weights)
         net = load_retinaface(self.weights_path, self.cfg)
-        side = _ceil32(long_side)
-        # create_engine adds a hash of the weights to the key; the name and _ARCH cover the graph
-        self.engine = create_engine(engine, net, _OUTPUTS, (1, 3, side, side), key=f"{name}-{_ARCH}",
-                                    device=device, dynamic_hw=True)
+        side = _ceil32(config.long_side)
+        self.engine = create_engine(config.engine, net, _OUTPUTS, (1, 3, side, side), key=f"{config.name}-{_ARCH}",
+                                    device=config.device, dynamic_hw=True)
         self.device = self.engine.device
         self._mean = torch.tensor(MEAN_BGR, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
-
-    @classmethod
-    def from_config(cls, config: DetectorConfig) -> RetinaFaceDetector:
-        """A detector built from a `DetectorConfig`."""
-        return cls(**{k: getattr(config, k) for k in config.__dataclass_fields__})
 
     def describe(self) -> dict:
         """Settings and engine, JSON-friendly, for records and benchmarks."""

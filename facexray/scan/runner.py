@@ -88,8 +88,7 @@ def run_scan(paths: list[str], cfg: ScanConfig) -> int:
         return EXIT_USAGE
     try:
         xray = load_xray(cfg.model, engine=cfg.engine, device=cfg.device)
-        detector = RetinaFaceDetector.from_config(
-            dataclasses.replace(cfg.detector, engine=cfg.engine, device=cfg.device))
+        detector = RetinaFaceDetector(config=cfg.detector, engine=cfg.engine, device=cfg.device)
         pipeline = Pipeline(detector, xray, cfg.pipeline)
     except (FacexrayError, RuntimeError, ValueError) as e:
         print(f"facexray scan: {e}", file=sys.stderr)
