@@ -39,7 +39,7 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "av": av.__version__, "opencv": cv2.__version__, "numpy": numpy.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "git_commit": commit, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "git_commit": commit, "load_average_at_start": os.getloadavg(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def median_time(fn: Callable[[], object], runs: int = 3, warmup: int = 1) -> tuple[float, list[float]]:

@@ -25,6 +25,7 @@ import numpy as np
 from .aggregate import AggregateConfig, aggregate_scores
 from .contracts import Face, FaceScore, Frame, VideoResult
 from .decode import DEFAULT_SAMPLE, SampleSpec, open_video
+from .engines import default_batch
 from .engines.xray import XrayRunner
 from .errors import DecodeError
 from .faces.crop import CropSpec, crop_face
@@ -36,11 +37,15 @@ _END = object()
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Batching and sampling knobs of the pipeline (detector and verdict knobs live with their stages)."""
+    """Batching and sampling knobs of the pipeline (detector and verdict knobs live with their stages).
+
+    `detect_batch` frames are handed to the detector at once (it splits them into its own
+    forward batches); `xray_batch` None means the engine's best for its device.
+    """
 
     sample: str = DEFAULT_SAMPLE
     detect_batch: int = 16
-    xray_batch: int = 32
+    xray_batch: int | None = None
     max_faces_per_frame: int = 4
     queue_frames: int = 32
     decode_threads: int = 0
@@ -106,6 +111,7 @@ class Pipeline:
         self.xray = xray
         self.config = config
         self.crop_spec = config.crop
+        self.xray_batch = config.xray_batch or default_batch("xray", xray.engine.device)
 
     def frames(self, source: str | Path, info: dict):
         """Frames of `source` decoded in a background thread; fills `info` with video info, stats, errors."""
@@ -156,7 +162,7 @@ class Pipeline:
                     pending.append((face, crop_face(frame.image, face.landmarks, self.crop_spec)[0]))
             batch.clear()
             timer.add("crop_s", t)
-            if len(pending) >= cfg.xray_batch:
+            if len(pending) >= self.xray_batch:
                 flush_xray()
 
         error = None

@@ -260,7 +260,7 @@ def test_min_face_and_threshold_filter(shared_dir, weights, cache):
     (all_faces,) = RetinaFaceDetector(weights).detect([img])
     (big,) = RetinaFaceDetector(weights, min_face=80).detect([img])
     sure_det = RetinaFaceDetector(config=DetectorConfig(weights=str(weights), score_threshold=0.99))
-    assert sure_det.describe()["score_threshold"] == 0.99 and sure_det.describe()["engine"] == "torch"
+    assert sure_det.describe()["score_threshold"] == 0.99 and sure_det.describe()["engine"] == "onnxruntime"  # auto on CPU
     (sure,) = sure_det.detect([img])
     sides = np.minimum(all_faces.boxes[:, 2] - all_faces.boxes[:, 0], all_faces.boxes[:, 3] - all_faces.boxes[:, 1])
     assert len(all_faces) > 10

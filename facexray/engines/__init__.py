@@ -20,7 +20,25 @@ from .base import Engine
 from .onnx_engine import OnnxRuntimeEngine, export_onnx
 from .torch_engine import TorchEngine
 
-ENGINES = ("torch", "onnxruntime", "tensorrt")
+ENGINES = ("auto", "torch", "onnxruntime", "tensorrt")
+
+# Batch sizes where each stage runs fastest per item, by device type. On this project's
+# 2-core CPU, activations of big batches fall out of cache: detection at batch 16 ran 1.7x
+# slower per frame than at 4 and X-ray batches past 8 gained nothing but memory
+# (benchmarks/results/cpu.json). GPUs want large batches.
+DEFAULT_BATCH = {"cpu": {"detect": 4, "xray": 8}, "cuda": {"detect": 32, "xray": 64}}
+
+
+def resolve_engine(kind: str, device: str | torch.device) -> str:
+    """`auto` → onnxruntime on CPU (about 2x torch here), torch on CUDA; any other name as given."""
+    if kind != "auto":
+        return kind
+    return "torch" if torch.device(device).type == "cuda" else "onnxruntime"
+
+
+def default_batch(stage: str, device: str | torch.device) -> int:
+    """The default batch size of `stage` ("detect" or "xray") on `device`."""
+    return DEFAULT_BATCH["cuda" if torch.device(device).type == "cuda" else "cpu"][stage]
 
 
 def state_hash(module: nn.Module) -> str:
@@ -42,6 +60,7 @@ def create_engine(kind: str, module: nn.Module, output_names: tuple[str, ...],
     readable name) and a hash of the module's weights, so the export runs once per
     set of weights and never serves stale ones.
     """
+    kind = resolve_engine(kind, device)
     if kind == "torch":
         return TorchEngine(module, output_names, device=device, half=half)
     if kind in ("onnxruntime", "tensorrt"):
@@ -54,4 +73,5 @@ def create_engine(kind: str, module: nn.Module, output_names: tuple[str, ...],
     raise ValueError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINES)}")
 
 
-__all__ = ["Engine", "TorchEngine", "OnnxRuntimeEngine", "export_onnx", "create_engine", "ENGINES"]
+__all__ = ["Engine", "TorchEngine", "OnnxRuntimeEngine", "export_onnx", "create_engine", "resolve_engine",
+           "default_batch", "ENGINES", "DEFAULT_BATCH"]

@@ -11,7 +11,7 @@ import torch
 
 from ..errors import ModelNotFoundError
 from ..faces.crop import CropSpec
-from . import create_engine
+from . import create_engine, resolve_engine
 from .base import Engine
 from .onnx_engine import OnnxRuntimeEngine
 
@@ -55,7 +55,7 @@ class XrayRunner:
                 **self.engine.describe()}
 
 
-def load_xray(model: str | Path | None = None, engine: str = "torch", device: str = "cpu",
+def load_xray(model: str | Path | None = None, engine: str = "auto", device: str = "cpu",
               half: bool = False) -> XrayRunner:
     """Load the X-ray model: `None` → the shipped default, `"random"` → seeded random weights
     (plumbing checks only), a `.safetensors` checkpoint, or an `.onnx` export.
@@ -65,6 +65,7 @@ def load_xray(model: str | Path | None = None, engine: str = "torch", device: st
     from ..models.checkpoint import load_checkpoint, random_model
     from ..models.xray import OUTPUT_NAMES
 
+    engine = resolve_engine(engine, device)
     if model is None:
         if not DEFAULT_MODEL.exists():
             raise ModelNotFoundError(NO_MODEL_HELP)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..contracts import Face
-from ..engines import create_engine
+from ..engines import create_engine, default_batch
 from .retinaface import MEAN_BGR, decode_boxes, decode_landmarks, get_config, load_retinaface, nms_sorted, priors
 from .weights import resolve_weights
 
@@ -67,18 +67,19 @@ class DetectorConfig:
     """Every detector setting and its default (the one place they are defined).
 
     `weights` None means `resolve_weights(name)`; `min_face` drops faces whose shorter
-    box side is below it (original pixels); `max_batch` caps images per forward pass.
+    box side is below it (original pixels); `max_batch` caps images per forward pass
+    (None: the engine's measured best for the device, `engines.default_batch`).
     """
 
     weights: str | None = None
     name: str = "retinaface_mnet025"
-    engine: str = "torch"
+    engine: str = "auto"
     device: str = "cpu"
     long_side: int = 640
     score_threshold: float = 0.5
     min_face: float = 0.0
     nms_iou: float = 0.4
-    max_batch: int = 16
+    max_batch: int | None = None
 
 
 def _ceil32(x: int) -> int:
@@ -115,7 +116,7 @@ class RetinaFaceDetector:
         """Detect faces in each image: RGB uint8 HWC numpy arrays of any sizes, or a uint8
         tensor (N, H, W, 3) of equal-size frames (on any device). One `Detections` per image."""
         results: list[Detections] = []
-        step = max(1, self.config.max_batch)
+        step = max(1, self.config.max_batch or default_batch("detect", self.device))
         for start in range(0, len(images), step):
             chunk = images[start:start + step]
             batch, scales = self.preprocess(chunk)

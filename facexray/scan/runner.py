@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..contracts import VideoResult
+from ..engines import resolve_engine
 from ..engines.xray import load_xray
 from ..errors import FacexrayError
 from ..faces.detect import DetectorConfig, RetinaFaceDetector
@@ -36,7 +37,7 @@ class ScanConfig:
 
     out: str | None = None
     model: str | None = None
-    engine: str = "torch"
+    engine: str = "auto"
     device: str = "cpu"
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -46,7 +47,7 @@ class ScanConfig:
 def record_of(result: VideoResult, cfg: ScanConfig, runner_info: dict) -> dict:
     """The JSONL record of one result: the result itself plus how it was obtained."""
     rec = dataclasses.asdict(result)
-    rec["meta"].update(sample=cfg.pipeline.sample, engine=cfg.engine, device=cfg.device,
+    rec["meta"].update(sample=cfg.pipeline.sample, engine=resolve_engine(cfg.engine, cfg.device), device=cfg.device,
                        xray_model=runner_info, facexray_version=__version__)
     return rec
 
