@@ -140,11 +140,14 @@ class Pipeline:
         frames_scored = frames_with_faces = 0
         batch: list[Frame] = []
 
-        def flush_xray() -> None:
+        def flush_xray(keep_partial: bool) -> None:
+            """Score pending crops in batches of `xray_batch`; a last partial batch waits unless asked."""
             t = time.perf_counter()
-            probs, maps = self.xray(np.stack([c for _, c in pending]))
-            scores.extend(FaceScore(f, float(p), m) for (f, _), p, m in zip(pending, probs, maps))
-            pending.clear()
+            while len(pending) >= self.xray_batch or (pending and not keep_partial):
+                chunk = pending[:self.xray_batch]
+                del pending[:self.xray_batch]
+                probs, maps = self.xray(np.stack([c for _, c in chunk]))
+                scores.extend(FaceScore(f, float(p), m) for (f, _), p, m in zip(chunk, probs, maps))
             timer.add("xray_s", t)
 
         def flush_detect() -> None:
@@ -162,8 +165,7 @@ class Pipeline:
                     pending.append((face, crop_face(frame.image, face.landmarks, self.crop_spec)[0]))
             batch.clear()
             timer.add("crop_s", t)
-            if len(pending) >= self.xray_batch:
-                flush_xray()
+            flush_xray(keep_partial=True)
 
         error = None
         try:
@@ -173,8 +175,7 @@ class Pipeline:
                     flush_detect()
             if batch:
                 flush_detect()
-            if pending:
-                flush_xray()
+            flush_xray(keep_partial=False)
             if "error" in info:
                 raise info["error"]
         except DecodeError as e:

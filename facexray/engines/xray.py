@@ -90,3 +90,27 @@ def load_xray(model: str | Path | None = None, engine: str = "auto", device: str
     size = CropSpec.from_dict(meta["crop"]).size
     eng = create_engine(engine, net, OUTPUT_NAMES, (1, 3, size, size), key=key, device=device, half=half)
     return XrayRunner(eng, meta, name)
+
+
+def export_xray_onnx(checkpoint: str | Path, out: str | Path) -> Path:
+    """Export a facexray checkpoint to ONNX (dynamic batch) with its metadata embedded.
+
+    The metadata (crop spec, architecture, provenance) travels in the ONNX file's
+    `metadata_props` under "facexray", so `load_xray(out, engine="onnxruntime")`
+    and other runtimes know how to feed it.
+    """
+    import onnx
+
+    from ..models.checkpoint import load_checkpoint
+    from ..models.xray import OUTPUT_NAMES
+    from .onnx_engine import export_onnx
+
+    net, meta = load_checkpoint(checkpoint)
+    size = CropSpec.from_dict(meta["crop"]).size
+    out = Path(out)
+    export_onnx(net, out, (1, 3, size, size), OUTPUT_NAMES)
+    model = onnx.load(str(out))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "facexray", json.dumps({**meta, "exported_from": Path(checkpoint).name})
+    onnx.save(model, str(out))
+    return out

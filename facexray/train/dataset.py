@@ -1,0 +1,121 @@
+"""Training and validation samples: real faces from a prepared index, and fakes made on the fly.
+
+Each item is a 256² aligned crop (THE crop: the centre of the stored context crop,
+optionally shifted a few pixels for training), its label and its X-ray target:
+  - a real face: label 0, target all zeros;
+  - a blended fake (Face X-ray BI with a neighbour of another identity, or SBI): label 1,
+    target 4·M·(1−M) of the blending mask;
+  - a labelled fake from the index (FF++-style, with a manipulation mask): label 1,
+    target from that mask.
+Face-Cutout is applied with its overlap rule against the blending mask. Randomness
+comes from a generator seeded by (seed, epoch, item), so any worker count gives the
+same samples.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..faces.crop import CropSpec
+from .augment import augment
+from .blend import NeighbourIndex, blend_bi, self_blend, xray_target
+from .cutout import face_cutout
+
+
+def read_index(dataset: str | Path, split: str | None = None) -> list[dict]:
+    """The records of a prepared dataset's index.jsonl, optionally only one split."""
+    path = Path(dataset) / "index.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `facexray prepare SRC... --out {dataset}` first")
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in recs if split is None or r["split"] == split]
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How items are made; the defaults are the training recipe's."""
+
+    fake_prob: float = 0.5
+    sbi_prob: float = 0.5           # among blended fakes, the share of SBI (the rest is BI)
+    cutout_prob: float = 0.3
+    max_cutout_overlap: float = 0.3
+    jitter_px: int = 6
+    neighbours: int = 20
+    augment: bool = True
+
+
+class XrayDataset(Dataset):
+    """Items of one split of a prepared dataset (see the module docstring)."""
+
+    def __init__(self, dataset: str | Path, split: str, config: SampleConfig = SampleConfig(), seed: int = 0,
+                 crop: CropSpec = CropSpec(), train: bool = True):
+        self.root = Path(dataset)
+        self.records = read_index(dataset, split)
+        if not self.records:
+            raise ValueError(f"no {split!r} faces in {self.root / 'index.jsonl'}")
+        self.config, self.seed, self.crop, self.train = config, seed, crop, train
+        self.epoch = 0
+        reals = [i for i, r in enumerate(self.records) if r["label"] == "real"]
+        self._reals = np.array(reals)
+        lms = np.array([self.records[i]["landmarks68"] for i in reals], np.float32)
+        self.neighbours = NeighbourIndex(lms, [self.records[i]["identity"] for i in reals])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new samples this epoch (the DataLoader's workers see it through the sampler's epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _load(self, rec: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The 256² crop of a record, its 68 landmarks in crop pixels, and its mask crop if any."""
+        ctx = cv2.cvtColor(cv2.imread(str(self.root / rec["crop"]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        off = (ctx.shape[0] - self.crop.size) // 2
+        j = self.config.jitter_px if self.train else 0
+        dx, dy = (rng.integers(-j, j + 1, 2) if j else (0, 0))
+        x0, y0 = off + int(dx), off + int(dy)
+        s = self.crop.size
+        img = np.ascontiguousarray(ctx[y0:y0 + s, x0:x0 + s])
+        lm = np.asarray(rec["landmarks68"], np.float32) - np.array([x0, y0], np.float32)
+        mask = None
+        if rec.get("mask"):
+            m = cv2.imread(str(self.root / rec["mask"]), cv2.IMREAD_GRAYSCALE)
+            mask = np.ascontiguousarray(m[y0:y0 + s, x0:x0 + s]).astype(np.float32) / 255.0
+        return img, lm, mask
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, i])
+        rec = self.records[i]
+        img, lm, mask = self._load(rec, rng)
+        valid = 1.0
+        if rec["label"] == "fake":
+            label = 1.0
+            valid = float(mask is not None)      # a fake without a mask teaches the label, not the map
+            target = xray_target(mask) if mask is not None else np.zeros((64, 64), np.float32)
+        elif rng.random() < cfg.fake_prob:
+            label = 1.0
+            if rng.random() < cfg.sbi_prob:
+                res = self_blend(img, lm, rng)
+            else:
+                k = int(np.flatnonzero(self._reals == i)[0])
+                other = self.records[int(self._reals[self.neighbours.pick(k, rng, k=cfg.neighbours)])]
+                src, src_lm, _ = self._load(other, rng)
+                res = blend_bi(img, lm, src, src_lm, rng)
+            img, mask, target = res.image, res.mask, res.xray
+        else:
+            label, target = 0.0, np.zeros((64, 64), np.float32)
+        if self.train and rng.random() < cfg.cutout_prob:
+            img, _ = face_cutout(img, lm, rng, blend_mask=mask, max_overlap=cfg.max_cutout_overlap)
+        if self.train and cfg.augment:
+            img, target = augment(img, target, rng)
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+        return {"image": x, "xray": torch.from_numpy(np.ascontiguousarray(target, np.float32)),
+                "label": torch.tensor(label), "xray_valid": torch.tensor(valid), "index": torch.tensor(i)}

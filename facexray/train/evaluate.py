@@ -1,0 +1,108 @@
+"""`facexray eval`: frame- and video-level AUC, AP, EER, log loss and accuracy of a model.
+
+Inputs:
+  - a prepared dataset (its index.jsonl, labels from `prepare`): the stored crops are
+    scored directly, so the numbers measure the model, not the detector;
+  - a CSV with `path,label[,video][,method]` (label real/fake or 0/1) or the FF++ layout:
+    every file runs through the scan pipeline (images too), so the numbers measure the tool.
+Frame level: one score per face (label of its file/record). Video level: the scan rule
+(mean of the top-k face scores) per video. Per method: each method's fakes against all reals.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..aggregate import track_score
+from ..engines.xray import XrayRunner
+from .dataset import read_index
+from .metrics import binary_metrics
+
+
+def _label(v: str) -> int:
+    v = str(v).strip().lower()
+    if v in ("1", "fake", "manipulated", "deepfake"):
+        return 1
+    if v in ("0", "real", "original", "pristine"):
+        return 0
+    raise ValueError(f"unknown label {v!r}: use real/fake or 0/1")
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """Rows of an evaluation CSV: path (relative to the CSV's folder if not absolute), label, video, method."""
+    base = Path(path).parent
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            p = Path(r["path"])
+            rows.append({"path": str(p if p.is_absolute() else base / p), "label": _label(r["label"]),
+                         "video": r.get("video") or r["path"], "method": r.get("method") or None})
+    return rows
+
+
+def summarise(frame_labels, frame_scores, frame_methods, videos: dict[str, tuple[int, list[float], str | None]],
+              threshold: float = 0.5, top_k: int = 5) -> dict:
+    """Frame-level, video-level and per-method metrics from per-face scores grouped by video."""
+    fl, fs = np.asarray(frame_labels), np.asarray(frame_scores)
+    out = {"frame": binary_metrics(fl, fs, threshold)}
+    v_lab = np.array([lab for lab, _, _ in videos.values()])
+    v_score = np.array([track_score(s, top_k) for _, s, _ in videos.values()])
+    out["video"] = binary_metrics(v_lab, v_score, threshold)
+    methods = sorted({m for m in frame_methods if m})
+    per = {}
+    for m in methods:
+        sel = (fl == 0) | (np.asarray(frame_methods, dtype=object) == m)
+        vsel = np.array([lab == 0 or meth == m for lab, _, meth in videos.values()])
+        per[m] = {"frame": binary_metrics(fl[sel], fs[sel], threshold),
+                  "video": binary_metrics(v_lab[vsel], v_score[vsel], threshold)}
+    if per:
+        out["per_method"] = per
+    return out
+
+
+def evaluate_index(runner: XrayRunner, dataset: str | Path, split: str | None = None, batch: int = 16,
+                   threshold: float = 0.5, top_k: int = 5) -> dict:
+    """Score the stored crops of a prepared dataset (optionally one split) and summarise."""
+    recs = read_index(dataset, split)
+    if not recs:
+        raise ValueError(f"no faces in {dataset} (split {split})")
+    spec = runner.crop_spec
+    scores: list[float] = []
+    for i in range(0, len(recs), batch):
+        crops = []
+        for r in recs[i:i + batch]:
+            ctx = cv2.cvtColor(cv2.imread(str(Path(dataset) / r["crop"]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            crops.append(spec.center_of(ctx))
+        scores.extend(runner(np.stack(crops))[0].tolist())
+    labels = [int(r["label"] == "fake") for r in recs]
+    videos: dict[str, tuple[int, list[float], str | None]] = {}
+    for r, lab, s in zip(recs, labels, scores):
+        videos.setdefault(r["video"], (lab, [], r.get("method")))[1].append(s)
+    return summarise(labels, scores, [r.get("method") for r in recs], videos, threshold, top_k)
+
+
+def evaluate_files(pipeline, rows: list[dict], threshold: float = 0.5, top_k: int = 5, progress: bool = True) -> dict:
+    """Run the scan pipeline over labelled files and summarise (files with no face are counted, not scored)."""
+    from tqdm import tqdm
+
+    labels, scores, methods = [], [], []
+    videos: dict[str, tuple[int, list[float], str | None]] = {}
+    skipped = defaultdict(list)
+    for row in tqdm(rows, unit="file", disable=not progress):
+        out = pipeline.run(row["path"])
+        if out.result.error or not out.scores:
+            skipped[out.result.error or "no face"].append(row["path"])
+            continue
+        probs = [s.prob for s in out.scores]
+        labels += [row["label"]] * len(probs)
+        scores += probs
+        methods += [row["method"]] * len(probs)
+        videos.setdefault(row["video"], (row["label"], [], row["method"]))[1].extend(probs)
+    res = summarise(labels, scores, methods, videos, threshold, top_k) if labels else {}
+    res["not_scored"] = {k: v for k, v in skipped.items()}
+    return res

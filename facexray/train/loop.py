@@ -1,0 +1,218 @@
+"""The training loop: real faces in, blended fakes made on the fly, the best checkpoint out.
+
+Loss (Face X-ray): BCE on the real/fake logit + `xray_weight` × per-pixel BCE between
+the predicted map and the 4·M·(1−M) target. Each epoch ends with validation on the
+held-out identities' split (a FIXED set of real and blended faces: same seed every
+epoch); the checkpoint with the best validation AUC is kept as `best.safetensors`,
+never one chosen on the training split. `last.safetensors` + `last.state.pt` let
+`--resume` continue exactly where a run stopped.
+
+Example (config as YAML; any field of `TrainConfig`, `sample:` holds `SampleConfig`)::
+
+    data: .cache/dataset_real
+    out: runs/w18s
+    epochs: 20
+    batch_size: 16
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .. import __version__
+from ..faces.crop import CropSpec
+from ..models.checkpoint import load_checkpoint, save_checkpoint
+from ..models.xray import DEFAULT_ARCH, create_model
+from .dataset import SampleConfig, XrayDataset, read_index
+from .metrics import binary_metrics
+
+
+@dataclass
+class TrainConfig:
+    """A training recipe; every default here is the recipe's default."""
+
+    data: str = ""
+    out: str = "runs/xray"
+    arch: str = DEFAULT_ARCH
+    imagenet: str | None = None
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    grad_clip: float = 5.0
+    xray_weight: float = 10.0
+    workers: int = 2
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True
+    steps_per_epoch: int | None = None
+    time_budget_s: float | None = None
+    log_every: int = 10
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        if isinstance(d.get("sample"), dict):
+            d["sample"] = SampleConfig(**d["sample"])
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> "TrainConfig":
+        import yaml
+
+        d = yaml.safe_load(Path(path).read_text()) or {}
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)
+
+
+@dataclass
+class TrainResult:
+    best: Path
+    best_val_auc: float
+    epochs_run: int
+    history: list[dict]
+
+
+def loss_fn(logit: torch.Tensor, xray_logits: torch.Tensor, batch: dict, xray_weight: float) -> tuple[torch.Tensor, dict]:
+    """Classification BCE + weighted per-pixel BCE on the X-ray map (faces without a target skip the map)."""
+    cls = F.binary_cross_entropy_with_logits(logit, batch["label"])
+    per_face = F.binary_cross_entropy_with_logits(xray_logits, batch["xray"], reduction="none").mean(dim=(1, 2))
+    valid = batch["xray_valid"]
+    xray = (per_face * valid).sum() / valid.sum().clamp(min=1.0)
+    return cls + xray_weight * xray, {"loss_cls": float(cls), "loss_xray": float(xray)}
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _provenance(cfg: TrainConfig, epoch: int, metrics: dict) -> dict:
+    index = Path(cfg.data) / "index.jsonl"
+    recs = read_index(cfg.data)
+    sources = sorted({r["source"] for r in recs})
+    return {
+        "recipe": {**dataclasses.asdict(cfg), "loss": "bce(label) + xray_weight * bce(xray map)"},
+        "data": {"index": str(index), "index_sha256": hashlib.sha256(index.read_bytes()).hexdigest(),
+                 "faces": {s: sum(r["split"] == s for r in recs) for s in ("train", "val")},
+                 "identities": {s: len({r["identity"] for r in recs if r["split"] == s}) for s in ("train", "val")},
+                 "sources": sources},
+        "epoch": epoch, "validation": metrics, "git_commit": _git_commit(), "facexray_version": __version__,
+        "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+@torch.inference_mode()
+def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict:
+    """Validation metrics of the real/fake output on a fixed set of real and blended faces."""
+    model.eval()
+    labels, probs = [], []
+    for batch in loader:
+        prob, _ = model(batch["image"].to(device))
+        probs.append(prob.float().cpu().numpy())
+        labels.append(batch["label"].numpy())
+    return binary_metrics(np.concatenate(labels), np.concatenate(probs))
+
+
+def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train an X-ray model as `cfg` says; returns where the best checkpoint is and its validation AUC."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    crop = CropSpec()
+    train_ds = XrayDataset(cfg.data, "train", cfg.sample, seed=cfg.seed, crop=crop, train=True)
+    val_ds = XrayDataset(cfg.data, "val", cfg.sample, seed=cfg.seed + 1, crop=crop, train=False)
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers)
+    model = create_model(cfg.arch, backbone_weights=cfg.imagenet).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    steps_per_epoch = min(len(train_ds) // cfg.batch_size, cfg.steps_per_epoch or 1 << 30)
+    if steps_per_epoch < 1:
+        raise ValueError(f"the training split has {len(train_ds)} faces, fewer than one batch of {cfg.batch_size}")
+    total = steps_per_epoch * cfg.epochs
+    log_path = out / "metrics.jsonl"
+    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "history": []}
+    if resume and (out / "last.state.pt").exists():
+        model.load_state_dict(load_checkpoint(out / "last.safetensors", device=device)[0].state_dict())
+        saved = torch.load(out / "last.state.pt", map_location=device, weights_only=True)
+        opt.load_state_dict(saved["optimizer"])
+        scaler.load_state_dict(saved["scaler"])
+        state = json.loads(saved["state"])
+    t_start = time.monotonic()
+    out_of_time = False
+    with open(log_path, "a") as log:
+        while state["epoch"] < cfg.epochs and not out_of_time:
+            epoch = state["epoch"]
+            train_ds.set_epoch(epoch)
+            loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+            model.train()
+            t_epoch, seen = time.monotonic(), 0
+            for i, batch in enumerate(loader):
+                if i >= steps_per_epoch:
+                    break
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(state["step"], total, cfg)
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                with torch.autocast(device.type, enabled=use_amp):
+                    logit, xray_logits = model.forward_logits(batch["image"])
+                loss, parts = loss_fn(logit.float(), xray_logits.float(), batch, cfg.xray_weight)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                state["step"] += 1
+                seen += len(batch["label"])
+                if state["step"] % cfg.log_every == 0 or i == 0:
+                    log.write(json.dumps({"epoch": epoch, "step": state["step"], "loss": float(loss), **parts,
+                                          "lr": opt.param_groups[0]["lr"],
+                                          "samples_per_s": seen / (time.monotonic() - t_epoch)}) + "\n")
+                    log.flush()
+                if cfg.time_budget_s and time.monotonic() - t_start > cfg.time_budget_s:
+                    out_of_time = True
+                    break
+            metrics = validate(model, val_loader, device)
+            state["epoch"] = epoch + 1
+            record = {"epoch": epoch, "step": state["step"], **{f"val_{k}": v for k, v in metrics.items()}}
+            state["history"].append(record)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            prov = _provenance(cfg, epoch, metrics)
+            save_checkpoint(model, out / "last.safetensors", crop=crop.to_dict(), provenance=prov)
+            if metrics["auc"] > state["best_auc"]:
+                state["best_auc"] = metrics["auc"]
+                save_checkpoint(model, out / "best.safetensors", crop=crop.to_dict(), provenance=prov)
+            torch.save({"optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "state": json.dumps(state)},
+                       out / "last.state.pt")
+    return TrainResult(out / "best.safetensors", state["best_auc"], state["epoch"], state["history"])
