@@ -86,11 +86,109 @@ def _run_scan(a: argparse.Namespace) -> int:
     return run_scan(a.paths, cfg)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an X-ray model on a prepared dataset",
+                       description="Train Face X-ray on real faces blended on the fly (BI, SBI) with Face-Cutout. "
+                                   "The best checkpoint on held-out identities is written to OUT/best.safetensors.")
+    p.add_argument("--config", metavar="YAML", help="training recipe (any TrainConfig field; see facexray/train/loop.py)")
+    p.add_argument("--data", metavar="DATASET", help="prepared dataset folder (from `facexray prepare`)")
+    p.add_argument("--out", metavar="DIR", help="run folder: checkpoints, metrics.jsonl")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--arch", help="model name, e.g. xray_hrnet_w18_small_v2")
+    p.add_argument("--imagenet", metavar="PATH", help="official HRNet ImageNet checkpoint to start from")
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--time-budget", type=float, dest="time_budget_s", metavar="SECONDS",
+                   help="stop training after this long (validation and checkpoints still run)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.* where a run stopped")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(a: argparse.Namespace) -> int:
+    from .train.loop import TrainConfig, train
+
+    over = {k: getattr(a, k) for k in ("data", "out", "epochs", "batch_size", "lr", "arch", "imagenet", "device",
+                                        "workers", "time_budget_s")}
+    cfg = (TrainConfig.from_yaml(a.config, **over) if a.config
+           else TrainConfig.from_dict({k: v for k, v in over.items() if v is not None}))
+    if not cfg.data:
+        print("facexray train: give --data DATASET (or `data:` in --config)", file=sys.stderr)
+        return 2
+    res = train(cfg, resume=a.resume)
+    print(f"best checkpoint: {res.best} (validation AUC {res.best_val_auc:.4f} after {res.epochs_run} epoch(s))")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="measure a model: AUC, AP, EER, log loss, accuracy (frame and video level)",
+                       description="Evaluate an X-ray model on a prepared dataset (its stored crops) or on labelled "
+                                   "files listed in a CSV with columns path,label[,video][,method].")
+    p.add_argument("input", metavar="DATASET|CSV")
+    p.add_argument("--model", metavar="PATH", help="checkpoint or ONNX export (default: the shipped model)")
+    p.add_argument("--split", help="with a dataset: only this split (train or val)")
+    p.add_argument("--engine", default="auto", help="auto, torch or onnxruntime")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sample", default=None, metavar="SPEC", help="with a CSV of videos: frames to score")
+    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(a: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .engines.xray import load_xray
+    from .errors import FacexrayError
+
+    try:
+        runner = load_xray(a.model, engine=a.engine, device=a.device)
+    except FacexrayError as e:
+        print(f"facexray eval: {e}", file=sys.stderr)
+        return 3
+    if Path(a.input).is_dir():
+        from .train.evaluate import evaluate_index
+        res = evaluate_index(runner, a.input, split=a.split)
+    else:
+        from .faces.detect import RetinaFaceDetector
+        from .pipeline import Pipeline, PipelineConfig
+        from .train.evaluate import evaluate_files, read_csv
+        cfg = PipelineConfig() if a.sample is None else replace(PipelineConfig(), sample=a.sample)
+        pipe = Pipeline(RetinaFaceDetector(engine=a.engine, device=a.device), runner, cfg)
+        res = evaluate_files(pipe, read_csv(a.input))
+    text = json.dumps(res, indent=2, default=float)
+    print(text)
+    if a.json:
+        Path(a.json).write_text(text + "\n")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch) for the engines",
+                       description="Write an ONNX file with a dynamic batch axis and the checkpoint's metadata "
+                                   "(crop spec, provenance), runnable with `scan --model FILE.onnx`.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT.safetensors")
+    p.add_argument("--out", "-o", required=True, metavar="FILE.onnx")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(a: argparse.Namespace) -> int:
+    from .engines.xray import export_xray_onnx
+
+    print(f"wrote {export_xray_onnx(a.checkpoint, a.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facexray", description="Face X-ray deepfake detection for video at scale.")
     p.add_argument("--version", action="version", version=f"facexray {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     _add_scan(sub)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_export(sub)
     return p
 
 

@@ -25,6 +25,10 @@ What it guarantees, and why:
   the same per-packet skipping. When the duration is unknown, `uniform=N` decodes
   everything once and picks from a bounded, evenly thinned buffer
   (`sampling.StrideReservoir`: at most 2N decoded frames held).
+- On a local file, `uniform=N` with 8 to 64 targets decodes its two halves at once, on
+  two containers: the chains of frames that lead to each target (a whole GOP, with a
+  keyframe every 10 s) are serial work, and two chains keep two cores busy. Frames still
+  come out in order; the later half is held until the first is handed out (at most 32).
 - `VideoInfo.frame_count` is only an estimate; the container's frame count is never used
   for sampling (an MP4 edit list can make it count samples that are never shown).
 
@@ -41,6 +45,7 @@ import heapq
 import itertools
 import math
 import re
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -61,6 +66,7 @@ NETWORK_TIMEOUT_S = 10.0
 _FALLBACK_FPS = 25.0  # FFmpeg's own assumption for streams that carry no timing
 _BLIND_FORWARD_S = 2.0  # with no keyframe index: decode forward rather than seek when this close
 _EPS = 1e-6  # seconds; absorbs float rounding when comparing pts with targets
+PARALLEL_TARGETS = (8, 64)  # uniform=N decodes its two halves at once when N is in this range (local files)
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 DecodedFrame = tuple[int, "av.VideoFrame"]  # (position in decoder output, frame)
@@ -102,8 +108,10 @@ class VideoReader:
         *,
         threads: int = 0,
         options: dict[str, str] | None = None,
+        parallel: bool = True,
     ):
         self.source_id = str(source)
+        self._threads, self._options, self._parallel = threads, options, parallel
         self.spec = SampleSpec.coerce(sample)
         self.stats: dict[str, Any] = {
             "decoded": 0,
@@ -226,10 +234,17 @@ class VideoReader:
 
     def _uniform_by_seeking(self, n: int, duration: float) -> Iterator[Frame]:
         """For each target (see `uniform_targets`) the first frame with pts >= target - half a frame."""
+        targets = uniform_targets(duration, n)
+        lo, hi = PARALLEL_TARGETS
+        if self._parallel and lo <= len(targets) <= hi and _url_scheme(self.source_id) is None:
+            return self._targets_in_parallel(targets)
+        return self._targets(targets)
+
+    def _targets(self, targets: list[float]) -> Iterator[Frame]:
         half = 0.5 / self._fps
         pos = 0.0  # pts of the last frame decoded
         last_t = -math.inf  # pts of the last frame handed out
-        for target in uniform_targets(duration, n):
+        for target in targets:
             start = target - half
             if last_t >= start - _EPS:
                 continue  # more targets than frames: this one is served by the last frame
@@ -244,6 +259,39 @@ class VideoReader:
                     break
             else:
                 return  # the data ended before this target; later targets lie beyond it too
+
+    def _targets_in_parallel(self, targets: list[float]) -> Iterator[Frame]:
+        """The first half of `targets` from this container, the second from another, decoded at the same time."""
+        split = len(targets) // 2
+        other = VideoReader(self.source_id, self.spec, threads=self._threads, options=self._options, parallel=False)
+        later: list[Frame] = []
+        failed: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                later.extend(other._targets(targets[split:]))
+            except BaseException as e:  # re-raised in the reading thread
+                failed.append(e)
+
+        worker = threading.Thread(target=work, daemon=True, name="facexray-decode-half")
+        worker.start()
+        last_t = -math.inf
+        try:
+            for frame in self._targets(targets[:split]):
+                last_t = frame.pts
+                yield frame
+        finally:
+            worker.join()
+            other.close()
+            for key in ("decoded", "corrupt_packets", "corrupt_frames", "read_errors", "seeks"):
+                self.stats[key] += other.stats[key]
+            self.stats["last_error"] = self.stats["last_error"] or other.stats["last_error"]
+        if failed:
+            raise failed[0]
+        for frame in later:
+            if frame.pts > last_t + _EPS:
+                self.stats["yielded"] += 1
+                yield frame
 
     def _uniform_by_scanning(self, n: int) -> Iterator[Frame]:
         """`uniform=N` without a known duration: decode all once, keep an evenly thinned subset, pick N."""
