@@ -116,10 +116,12 @@ def main() -> None:
     out["end_to_end_sample_all"] = e2e
 
     if not args.skip_memory:
-        # The scan runs in a fresh process that reports its own peak RSS: RUSAGE_CHILDREN would also
-        # count the pages this (large) process lends a child between fork and exec.
-        code = ("import resource, sys; from facexray.cli import main; rc = main(sys.argv[1:]); "
-                "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+        # The scan runs in a fresh process that reports its own peak RSS as VmHWM, which belongs to its
+        # own address space: ru_maxrss (self or children) survives exec on Linux, so it would report this
+        # large benchmark process's size as inherited between fork and exec.
+        code = ("import re, sys; from facexray.cli import main; rc = main(sys.argv[1:]); "
+                "print('PEAK_KB', re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1], "
+                "file=sys.stderr); sys.exit(rc)")
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, "-c", code, "scan", str(SHARED / "data/real_videos"),

@@ -54,6 +54,12 @@ REGISTRY: dict[str, WeightsSpec] = {
         sha256="ed6fa7d45a5179f03cb5ce82c73b0c6711372968e53782e88395acee88d319e1",
         url="https://raw.githubusercontent.com/biubug6/Face-Detector-1MB-with-landmark/"
             "2b075657aef954b9426f938ac7fce100b6910fe6/weights/mobilenet0.25_Final.pth"),
+    "pfld68": WeightsSpec(
+        folder="landmark68_cunjian",
+        filename="onnx__pfld.onnx",
+        sha256="7d7bbd5c6a1d9272e58d9773898284a1905d872eba9a662df9b5f20f1ba6f83e",
+        url="https://raw.githubusercontent.com/cunjian/pytorch_face_landmark/"
+            "6f34bf9f034aa2f521952f825e6ccc567deb42d6/onnx/pfld.onnx"),
 }
 
 
