@@ -20,7 +20,9 @@ def _talking_heads(shared_dir):
     with open(shared_dir / "data/real_videos/MANIFEST.tsv") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     keys = ("talking", "driving", "vox", "hdtf")
-    return {r["file"] for r in rows if any(k in r["label"].lower() for k in keys)}
+    not_heads = ("film", "music video", "stage")
+    return {r["file"] for r in rows
+            if any(k in r["label"].lower() for k in keys) and not any(k in r["label"].lower() for k in not_heads)}
 
 
 @pytest.mark.slow
