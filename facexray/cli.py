@@ -137,27 +137,18 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def _run_eval(a: argparse.Namespace) -> int:
     import json
-    from dataclasses import replace
     from pathlib import Path
 
     from .engines.xray import load_xray
     from .errors import FacexrayError
+    from .train.evaluate import evaluate
 
     try:
         runner = load_xray(a.model, engine=a.engine, device=a.device)
     except FacexrayError as e:
         print(f"facexray eval: {e}", file=sys.stderr)
         return 3
-    if Path(a.input).is_dir():
-        from .train.evaluate import evaluate_index
-        res = evaluate_index(runner, a.input, split=a.split)
-    else:
-        from .faces.detect import RetinaFaceDetector
-        from .pipeline import Pipeline, PipelineConfig
-        from .train.evaluate import evaluate_files, read_csv
-        cfg = PipelineConfig() if a.sample is None else replace(PipelineConfig(), sample=a.sample)
-        pipe = Pipeline(RetinaFaceDetector(engine=a.engine, device=a.device), runner, cfg)
-        res = evaluate_files(pipe, read_csv(a.input))
+    res = evaluate(a.input, runner, split=a.split, sample=a.sample)
     text = json.dumps(res, indent=2, default=float)
     print(text)
     if a.json:

@@ -14,7 +14,6 @@ same samples.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +26,7 @@ from ..faces.crop import CropSpec
 from .augment import augment
 from .blend import NeighbourIndex, blend_bi, self_blend, xray_target
 from .cutout import face_cutout
-
-
-def read_index(dataset: str | Path, split: str | None = None) -> list[dict]:
-    """The records of a prepared dataset's index.jsonl, optionally only one split."""
-    path = Path(dataset) / "index.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `facexray prepare SRC... --out {dataset}` first")
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in recs if split is None or r["split"] == split]
+from .index import read_index
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..aggregate import track_score
 from ..engines.xray import XrayRunner
-from .dataset import read_index
+from .index import read_index
 from .metrics import binary_metrics
 
 
@@ -106,3 +106,17 @@ def evaluate_files(pipeline, rows: list[dict], threshold: float = 0.5, top_k: in
     res = summarise(labels, scores, methods, videos, threshold, top_k) if labels else {}
     res["not_scored"] = {k: v for k, v in skipped.items()}
     return res
+
+
+def evaluate(source: str | Path, runner: XrayRunner, split: str | None = None, sample: str | None = None) -> dict:
+    """Evaluate `runner` on a prepared dataset folder (its crops) or a CSV of labelled files (the pipeline)."""
+    if Path(source).is_dir():
+        return evaluate_index(runner, source, split=split)
+    from dataclasses import replace
+
+    from ..faces.detect import RetinaFaceDetector
+    from ..pipeline import Pipeline, PipelineConfig
+
+    cfg = PipelineConfig() if sample is None else replace(PipelineConfig(), sample=sample)
+    detector = RetinaFaceDetector(engine=runner.engine.name, device=str(runner.engine.device))
+    return evaluate_files(Pipeline(detector, runner, cfg), read_csv(source))

@@ -35,7 +35,8 @@ from .. import __version__
 from ..faces.crop import CropSpec
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.xray import DEFAULT_ARCH, create_model
-from .dataset import SampleConfig, XrayDataset, read_index
+from .dataset import SampleConfig, XrayDataset
+from .index import read_index
 from .metrics import binary_metrics
 
 
