@@ -1,0 +1,1 @@
+"""Training: dataset preparation, blending (BI, SBI), Face-Cutout, dataset, losses, loop, evaluation."""
