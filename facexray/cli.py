@@ -86,6 +86,42 @@ def _run_scan(a: argparse.Namespace) -> int:
     return run_scan(a.paths, cfg)
 
 
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    from .train.prepare import DEFAULT_WORKERS, PrepareConfig
+
+    d = PrepareConfig()
+    p = sub.add_parser("prepare", help="turn videos and photos of faces into a training dataset",
+                       description="Sample frames, detect faces, predict 68 landmarks and store aligned context "
+                                   "crops (THE crop function) with an index.jsonl. Works on folders of videos and "
+                                   "images and on the FaceForensics++ layout. Resumable: re-run to continue.")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="files or folders")
+    p.add_argument("--out", "-o", required=True, metavar="DATASET", help="dataset folder")
+    p.add_argument("--sample", default=d.sample, metavar="SPEC", help=f"frames per video (default {d.sample})")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help=f"share of identities held out for validation (default {d.val_fraction})")
+    p.add_argument("--max-faces", type=int, default=d.max_faces, help=f"faces kept per frame (default {d.max_faces})")
+    p.add_argument("--min-face", type=float, default=d.min_face, help=f"smallest face side, px (default {d.min_face})")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"worker processes (default {DEFAULT_WORKERS})")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(a: argparse.Namespace) -> int:
+    from .errors import FacexrayError
+    from .train.prepare import prepare
+
+    try:
+        report = prepare(a.sources, a.out, workers=a.workers, progress=not a.quiet, sample=a.sample,
+                         val_fraction=a.val_fraction, max_faces=a.max_faces, min_face=a.min_face, seed=a.seed)
+    except (FileNotFoundError, ValueError, FacexrayError) as e:
+        print(f"facexray prepare: {e}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 1 if report.errors else 0
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an X-ray model on a prepared dataset",
                        description="Train Face X-ray on real faces blended on the fly (BI, SBI) with Face-Cutout. "
@@ -177,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"facexray {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     _add_scan(sub)
+    _add_prepare(sub)
     _add_train(sub)
     _add_eval(sub)
     _add_export(sub)
