@@ -97,7 +97,7 @@ def loss_fn(logit: torch.Tensor, xray_logits: torch.Tensor, batch: dict, xray_we
     per_face = F.binary_cross_entropy_with_logits(xray_logits, batch["xray"], reduction="none").mean(dim=(1, 2))
     valid = batch["xray_valid"]
     xray = (per_face * valid).sum() / valid.sum().clamp(min=1.0)
-    return cls + xray_weight * xray, {"loss_cls": float(cls), "loss_xray": float(xray)}
+    return cls + xray_weight * xray, {"loss_cls": cls.item(), "loss_xray": xray.item()}
 
 
 def _git_commit() -> str | None:
@@ -196,7 +196,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 state["step"] += 1
                 seen += len(batch["label"])
                 if state["step"] % cfg.log_every == 0 or i == 0:
-                    log.write(json.dumps({"epoch": epoch, "step": state["step"], "loss": float(loss), **parts,
+                    log.write(json.dumps({"epoch": epoch, "step": state["step"], "loss": loss.item(), **parts,
                                           "lr": opt.param_groups[0]["lr"],
                                           "samples_per_s": seen / (time.monotonic() - t_epoch)}) + "\n")
                     log.flush()
