@@ -26,15 +26,14 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import ROOT, SHARED, machine, median_time, save  # noqa: E402
+from common import SHARED, machine, median_time, save  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "tests"))
-from test_blend import FACES, aligned_annotated_faces  # noqa: E402  (the tests' loader of the same photos)
-
+from facexray.faces.annotations import aligned, read_annotated_faces  # noqa: E402
 from facexray.faces.crop import CropSpec  # noqa: E402
 from facexray.train.blend import NeighbourIndex, blend_bi, self_blend  # noqa: E402
 from facexray.train.cutout import face_cutout  # noqa: E402
 
+FACES = "data/real_faces"
 TARGET_BI_PER_S = 50
 NEIGHBOURS = 20
 
@@ -78,7 +77,8 @@ def main() -> None:
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    faces = aligned_annotated_faces(SHARED / FACES, CropSpec())
+    faces = [(f.image.name, *aligned(f, CropSpec())) for f in read_annotated_faces(SHARED / FACES)
+             if len(f.points) == 68]
     photo, lms, ids = make_bank(faces, identities=50, per_identity=10, rng=np.random.default_rng(0))
     index = NeighbourIndex(lms, ids)
     images = [crop for _, crop, _ in faces]

@@ -6,15 +6,14 @@ aligned with THE crop on a 320² context canvas, as `prepare` stores them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from facexray.faces.crop import CropSpec, crop_face, similarity_transform
-from facexray.faces.landmarks import five_from_68
+from facexray.faces.annotations import aligned, read_annotated_faces
+from facexray.faces.crop import CropSpec, similarity_transform
 from facexray.train.blend import (HULL_VARIANTS, NeighbourIndex, blend_bi, color_transfer, landmark_features,
                                   random_hull_mask, self_blend, xray_target)
 from facexray.train.cutout import face_cutout, hull_cutout, sensory_cutout
@@ -25,25 +24,8 @@ CONTEXT = 320
 
 def aligned_annotated_faces(root: Path, spec: CropSpec) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, aligned crop RGB uint8, 68 points in crop pixels) of every 68-point-annotated photo under `root`."""
-    from scipy.io import loadmat
-
-    items = []
-    for mat in sorted((root / "prnet").glob("*AFLW2000*.mat")):
-        if mat.with_suffix(".jpg").is_file():
-            items.append((mat.stem, mat.with_suffix(".jpg"), loadmat(str(mat))["pt3d_68"][:2].T))
-    for js in sorted((root / "mmpose_facelm").glob("tests__data__300w*__test_*.json")):
-        ds = js.name.split("__")[2]
-        data = json.loads(js.read_text())
-        names = {im["id"]: im["file_name"] for im in data["images"]}
-        for a in data["annotations"]:
-            items.append((f"{ds}/{names[a['image_id']]}", js.parent / f"tests__data__{ds}__{names[a['image_id']]}",
-                          np.asarray(a["keypoints"], np.float64).reshape(68, 3)[:, :2]))
-    faces = []
-    for name, path, lm in items:
-        image = np.ascontiguousarray(cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1])
-        crop, m = crop_face(image, five_from_68(lm), spec)
-        faces.append((name, crop, (lm @ m[:, :2].T + m[:, 2]).astype(np.float32)))
-    return faces
+    return [(f"{f.dataset}/{f.image.name}", *aligned(f, spec)) for f in read_annotated_faces(root)
+            if len(f.points) == 68]
 
 
 @pytest.fixture(scope="module")

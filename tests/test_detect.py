@@ -2,7 +2,6 @@
 and the acceptance test against human-annotated landmarks."""
 
 import dataclasses
-import json
 import shutil
 from collections import defaultdict
 
@@ -13,6 +12,7 @@ import torch
 
 from facexray.errors import ModelNotFoundError
 from facexray.faces import weights as weights_mod
+from facexray.faces.annotations import read_annotated_faces
 from facexray.faces.detect import Detections, DetectorConfig, RetinaFaceDetector
 from facexray.faces.retinaface import CONFIGS, RetinaFace, load_retinaface, nms, nms_sorted, priors
 from facexray.faces.weights import REGISTRY, resolve_weights
@@ -108,24 +108,10 @@ def test_blank_images_give_no_faces(detector):
 
 def _annotated_faces(shared_dir):
     """(dataset, image path, [points (K, 2)]) for every annotated image of the shared data."""
-    from scipy.io import loadmat
-
-    root = shared_dir / FACES
-    items = []
-    for mat in sorted((root / "prnet").glob("*AFLW2000*.mat")):
-        img = mat.with_suffix(".jpg")
-        if img.is_file():
-            pts = loadmat(str(mat))["pt3d_68"]          # (3, 68): x, y, z
-            assert pts.shape == (3, 68)
-            items.append(("aflw2000", img, [pts[:2].T]))
-    for js in sorted((root / "mmpose_facelm").glob("tests__data__*__test_*.json")):
-        ds = js.name.split("__")[2]
-        data = json.loads(js.read_text())
-        for im in data["images"]:
-            faces = [np.asarray(a["keypoints"], np.float64).reshape(-1, 3)[:, :2]
-                     for a in data["annotations"] if a["image_id"] == im["id"]]
-            items.append((ds, js.parent / f"tests__data__{ds}__{im['file_name']}", faces))
-    return items
+    by_image: dict = {}
+    for f in read_annotated_faces(shared_dir / FACES):
+        by_image.setdefault((f.dataset.lower().replace("-", ""), f.image), []).append(f.points)
+    return [(ds, img, pts) for (ds, img), pts in by_image.items()]
 
 
 def _iou(a, b):

@@ -6,7 +6,6 @@ photos from ../shared, and a FaceForensics++-shaped tree built from a real clip.
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from fractions import Fraction
@@ -20,6 +19,7 @@ import pytest
 from facexray.decode import open_video
 from facexray.faces.crop import CropSpec, crop_face
 from facexray.faces.detect import RetinaFaceDetector
+from facexray.faces.annotations import read_annotated_faces
 from facexray.faces.landmarks import LandmarkModel, PfldLandmarks, five_from_68
 from facexray.train.prepare import LANDMARK_AGREEMENT, find_sources, prepare, split_of
 
@@ -36,37 +36,10 @@ FFPP_CLIP = "v_express/scripts__prepare_dataset__RD_Radio10_0_clip_0.mp4"
 # -- landmarks ----------------------------------------------------------------------------------------
 
 def _annotated_faces(faces: Path) -> list[tuple[str, Path, np.ndarray, float | None]]:
-    """(dataset, image, 68 annotated points, yaw in degrees or None) for every 68-point annotation here.
-
-    AFLW2000-3D: `pt3d_68` (x, y, z rows) and `Pose_Para` [pitch, yaw, roll, ...] in radians;
-    one .mat has its image stored under another name, which MANIFEST.tsv records. 300W and
-    300W-LP (the mmpose samples): COCO-style keypoints; no pose is given.
-    """
-    from scipy.io import loadmat
-
-    origin = {}
-    with open(faces / "MANIFEST.tsv", newline="") as f:
-        for row in csv.reader(f, delimiter="\t"):
-            if len(row) > 4:
-                origin[row[0]] = row[4]
-    items = []
-    for mat in sorted((faces / "prnet").glob("*AFLW2000*.mat")):
-        image = mat.with_suffix(".jpg")
-        if not image.exists():
-            name = mat.stem.split("__")[-1]
-            image = faces / next(f for f, src in origin.items()
-                                 if f.startswith("prnet/") and f"AFLW2000/{name}.jpg" in src)
-        m = loadmat(mat)
-        items.append(("AFLW2000", image, m["pt3d_68"][:2].T, float(np.degrees(m["Pose_Para"][0, 1]))))
-    for name in ("300w", "300wlp"):
-        d = json.loads((faces / "mmpose_facelm" / f"tests__data__{name}__test_{name}.json").read_text())
-        files = {i["id"]: i["file_name"] for i in d["images"]}
-        for a in d["annotations"]:
-            k = np.asarray(a["keypoints"], np.float64).reshape(-1, 3)
-            if len(k) == 68:
-                items.append(({"300w": "300W", "300wlp": "300W-LP"}[name],
-                              faces / "mmpose_facelm" / f"tests__data__{name}__{files[a['image_id']]}", k[:, :2], None))
-    return items
+    """(dataset, image, 68 annotated points, yaw in degrees or None) of the 68-point annotations of
+    AFLW2000-3D (with pose), 300W and 300W-LP (no pose given)."""
+    return [(f.dataset, f.image, f.points, f.yaw) for f in read_annotated_faces(faces)
+            if f.dataset in ("AFLW2000", "300W", "300W-LP") and len(f.points) == 68]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
