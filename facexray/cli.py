@@ -159,9 +159,10 @@ def _run_train(a: argparse.Namespace) -> int:
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="measure a model: AUC, AP, EER, log loss, accuracy (frame and video level)",
-                       description="Evaluate an X-ray model on a prepared dataset (its stored crops) or on labelled "
-                                   "files listed in a CSV with columns path,label[,video][,method].")
-    p.add_argument("input", metavar="DATASET|CSV")
+                       description="Evaluate an X-ray model on a prepared dataset (its stored crops), on labelled "
+                                   "files listed in a CSV with columns path,label[,video][,method], or on a folder "
+                                   "in the FaceForensics++ layout (labels and methods from its folders).")
+    p.add_argument("input", metavar="DATASET|CSV|FOLDER")
     p.add_argument("--model", metavar="PATH", help="checkpoint or ONNX export (default: the shipped model)")
     p.add_argument("--split", help="with a dataset: only this split (train or val)")
     p.add_argument("--engine", default="auto", help="auto, torch or onnxruntime")

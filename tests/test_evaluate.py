@@ -22,3 +22,23 @@ def test_eval_csv_of_labelled_faces(shared_dir, tmp_path, capsys):
     assert res["video"]["n_fake"] + res["video"]["n_real"] == res["video"]["n"]
     assert res["frame"]["n"] >= res["video"]["n"]
     assert 0.0 <= res["video"]["auc"] <= 1.0 and 0.0 <= res["frame"]["eer"] <= 1.0
+
+
+@pytest.mark.usefixtures("detector_weights")
+def test_eval_faceforensics_layout_reports_per_method(shared_dir, tmp_path):
+    import shutil
+
+    clip = shared_dir / "data/real_videos/lia/data__vox__driving2.mp4"
+    root = tmp_path / "FF"
+    for rel in ("original_sequences/youtube/c23/videos/000.mp4", "manipulated_sequences/Deepfakes/c23/videos/000_003.mp4",
+                "manipulated_sequences/Face2Face/c23/videos/000_003.mp4"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, root / rel)
+    out = tmp_path / "m.json"
+    assert main(["eval", str(root), "--model", "random", "--sample", "uniform=4", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert (res["video"]["n"], res["video"]["n_fake"]) == (3, 2)
+    assert set(res["per_method"]) == {"Deepfakes", "Face2Face"}
+    assert res["per_method"]["Deepfakes"]["video"]["n"] == 2          # its fake against the real
+    # the same clip under three labels scores the same: a chance AUC, exactly
+    assert res["video"]["auc"] == 0.5

@@ -1,10 +1,11 @@
 """`facexray eval`: frame- and video-level AUC, AP, EER, log loss and accuracy of a model.
 
 Inputs:
-  - a prepared dataset (its index.jsonl, labels from `prepare`): the stored crops are
-    scored directly, so the numbers measure the model, not the detector;
-  - a CSV with `path,label[,video][,method]` (label real/fake or 0/1) or the FF++ layout:
-    every file runs through the scan pipeline (images too), so the numbers measure the tool.
+  - a prepared dataset (a folder with index.jsonl, labels from `prepare`): the stored crops
+    are scored directly, so the numbers measure the model, not the detector;
+  - a CSV with `path,label[,video][,method]` (label real/fake or 0/1), or a folder in the
+    FF++ layout: every file runs through the scan pipeline (images too), so the numbers
+    measure the tool.
 Frame level: one score per face (label of its file/record). Video level: the scan rule
 (mean of the top-k face scores) per video. Per method: each method's fakes against all reals.
 """
@@ -108,10 +109,22 @@ def evaluate_files(pipeline, rows: list[dict], threshold: float = 0.5, top_k: in
     return res
 
 
+def rows_of_layout(folder: str | Path) -> list[dict]:
+    """Labelled rows for every video and photo under `folder`, labels and methods from the FF++ layout
+    (`original_sequences` real, `manipulated_sequences/<method>` fake; other files count as real)."""
+    from .prepare import find_sources
+
+    return [{"path": str(s.path), "label": int(s.label == "fake"), "video": s.video, "method": s.method}
+            for s in find_sources([folder])]
+
+
 def evaluate(source: str | Path, runner: XrayRunner, split: str | None = None, sample: str | None = None) -> dict:
-    """Evaluate `runner` on a prepared dataset folder (its crops) or a CSV of labelled files (the pipeline)."""
-    if Path(source).is_dir():
+    """Evaluate `runner` on a prepared dataset (a folder with index.jsonl: its crops), a CSV of labelled
+    files, or a folder in the FF++ layout (both through the scan pipeline)."""
+    source = Path(source)
+    if (source / "index.jsonl").exists():
         return evaluate_index(runner, source, split=split)
+    rows = rows_of_layout(source) if source.is_dir() else read_csv(source)
     from dataclasses import replace
 
     from ..faces.detect import RetinaFaceDetector
@@ -119,4 +132,4 @@ def evaluate(source: str | Path, runner: XrayRunner, split: str | None = None, s
 
     cfg = PipelineConfig() if sample is None else replace(PipelineConfig(), sample=sample)
     detector = RetinaFaceDetector(engine=runner.engine.name, device=str(runner.engine.device))
-    return evaluate_files(Pipeline(detector, runner, cfg), read_csv(source))
+    return evaluate_files(Pipeline(detector, runner, cfg), rows)
