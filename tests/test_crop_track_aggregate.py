@@ -3,12 +3,14 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from facexray.aggregate import AggregateConfig, aggregate_scores, track_score
 from facexray.contracts import Face, FaceScore
 from facexray.errors import CropSpecMismatch
 from facexray.faces.crop import CropSpec, crop_face, crop_matrix, similarity_transform, to_frame_coords
-from facexray.faces.track import IoUTracker, box_iou
+from facexray.faces.retinaface import box_iou
+from facexray.faces.track import IoUTracker
 
 
 def _textured(h=480, w=640, seed=0):
@@ -87,9 +89,9 @@ def test_crop_spec_check_and_round_trip():
 
 
 def test_box_iou():
-    a = np.array([[0, 0, 10, 10]])
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])
-    np.testing.assert_allclose(box_iou(a, b), [[1.0, 1 / 3, 0.0]])
+    a = torch.tensor([[0, 0, 10, 10.0]])
+    b = torch.tensor([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30.0]])
+    np.testing.assert_allclose(box_iou(a, b).numpy(), [[1.0, 1 / 3, 0.0]], rtol=1e-6)
 
 
 def test_tracker_keeps_ids_through_motion_and_order_changes():

@@ -14,12 +14,14 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+import torch
 import pytest
 
 from facexray.decode import open_video
 from facexray.faces.crop import CropSpec, crop_face
 from facexray.faces.detect import RetinaFaceDetector
 from facexray.faces.annotations import read_annotated_faces
+from facexray.faces.retinaface import box_iou
 from facexray.faces.landmarks import LandmarkModel, PfldLandmarks, five_from_68
 from facexray.train.prepare import LANDMARK_AGREEMENT, find_sources, prepare, split_of
 
@@ -40,13 +42,6 @@ def _annotated_faces(faces: Path) -> list[tuple[str, Path, np.ndarray, float | N
     AFLW2000-3D (with pose), 300W and 300W-LP (no pose given)."""
     return [(f.dataset, f.image, f.points, f.yaw) for f in read_annotated_faces(faces)
             if f.dataset in ("AFLW2000", "300W", "300W-LP") and len(f.points) == 68]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def _nose_offset(points: np.ndarray) -> float:
@@ -75,7 +70,7 @@ def test_pfld_landmarks_match_human_annotations(detector_weights, shared_dir):
         image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
         det = detector.detect([image])[0]
         ann_box = np.r_[gt.min(0), gt.max(0)]
-        ious = [_iou(b, ann_box) for b in det.boxes]
+        ious = box_iou(torch.from_numpy(det.boxes).double(), torch.tensor([ann_box], dtype=torch.float64))[:, 0].tolist()
         assert ious and max(ious) > 0.4, f"annotated face of {path.name} not detected"
         j = int(np.argmax(ious))
         pred = model.predict(image, det.boxes[j:j + 1])

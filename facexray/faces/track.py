@@ -17,18 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix between boxes a (N, 4) and b (M, 4), x1y1x2y2."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: (x[:, 2] - x[:, 0]).clip(0) * (x[:, 3] - x[:, 1]).clip(0)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+from .retinaface import box_iou
 
 
 @dataclass
@@ -47,7 +38,7 @@ class IoUTracker:
         ids = [-1] * len(boxes)
         live = list(self._boxes)
         if live and len(boxes):
-            iou = box_iou(boxes, np.stack([self._boxes[t] for t in live]))
+            iou = box_iou(torch.from_numpy(boxes), torch.from_numpy(np.stack([self._boxes[t] for t in live]))).numpy()
             for flat in np.argsort(-iou, axis=None):
                 i, j = divmod(int(flat), len(live))
                 if iou[i, j] < self.iou_threshold:

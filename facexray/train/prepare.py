@@ -53,6 +53,7 @@ from ..faces.detect import Detections, DetectorConfig, RetinaFaceDetector
 from ..faces.landmarks import LandmarkModel, PfldLandmarks, five_from_68
 from ..scan.discover import VIDEO_EXTENSIONS, discover
 from ..scan.results import ResultWriter
+from .index import read_jsonl
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 """Files with these extensions (any case) are read as photos; other media as videos."""
@@ -190,7 +191,7 @@ def prepare(sources: Sequence[str | Path], out: str | Path, config: PrepareConfi
     items = find_sources(sources, exclude=out)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, cfg)
-    finished = {d["source"]: d for d in _read_jsonl(out / "done.jsonl")}
+    finished = {d["source"]: d for d in read_jsonl(out / "done.jsonl")}
     todo = [s for s in items if not _same_stamp(finished.get(str(s.path)), s)]
     _repair(out, keep=set(finished) - {str(s.path) for s in todo})
     report = PrepareReport(out=str(out), sources=len(items), skipped=len(items) - len(todo))
@@ -213,7 +214,7 @@ def prepare(sources: Sequence[str | Path], out: str | Path, config: PrepareConfi
             bar.set_postfix(faces=report.faces, errors=report.errors, refresh=False)
             bar.update()
 
-    recs = _read_jsonl(out / "index.jsonl")
+    recs = read_jsonl(out / "index.jsonl")
     report.index_faces = len(recs)
     report.index_by_split = dict(Counter(r["split"] for r in recs))
     report.index_by_label = dict(Counter(r["label"] for r in recs))
@@ -480,19 +481,6 @@ def _results(todo: list[Source], cfg: PrepareConfig, out: Path, workers: int) ->
 
 # -- dataset files ------------------------------------------------------------------------------------
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSONL file; a torn last line (a run killed mid-write) is ignored."""
-    if not path.exists():
-        return []
-    recs = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            recs.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return recs
-
-
 def _same_stamp(done: dict | None, src: Source) -> bool:
     if done is None:
         return False
@@ -512,7 +500,7 @@ def _repair(out: Path, keep: set[str]) -> None:
         path = out / name
         if not path.exists():
             continue
-        recs = _read_jsonl(path)
+        recs = read_jsonl(path)
         kept = recs if name == "done.jsonl" else [r for r in recs if r.get("source") in keep]
         data = path.read_bytes()
         if len(kept) == len(recs) and (not data or data.endswith(b"\n")):
