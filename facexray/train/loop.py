@@ -108,18 +108,17 @@ def _git_commit() -> str | None:
         return None
 
 
-def _provenance(cfg: TrainConfig, epoch: int, metrics: dict) -> dict:
+def _run_provenance(cfg: TrainConfig) -> dict:
+    """What stays the same for a whole run: the recipe, the exact data, the code."""
     index = Path(cfg.data) / "index.jsonl"
     recs = read_index(cfg.data)
-    sources = sorted({r["source"] for r in recs})
     return {
         "recipe": {**dataclasses.asdict(cfg), "loss": "bce(label) + xray_weight * bce(xray map)"},
         "data": {"index": str(index), "index_sha256": hashlib.sha256(index.read_bytes()).hexdigest(),
                  "faces": {s: sum(r["split"] == s for r in recs) for s in ("train", "val")},
                  "identities": {s: len({r["identity"] for r in recs if r["split"] == s}) for s in ("train", "val")},
-                 "sources": sources},
-        "epoch": epoch, "validation": metrics, "git_commit": _git_commit(), "facexray_version": __version__,
-        "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "sources": sorted({r["source"] for r in recs})},
+        "git_commit": _git_commit(), "facexray_version": __version__, "torch": torch.__version__,
     }
 
 
@@ -168,6 +167,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         opt.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
         state = json.loads(saved["state"])
+    run_provenance = _run_provenance(cfg)
     t_start = time.monotonic()
     out_of_time = False
     with open(log_path, "a") as log:
@@ -209,7 +209,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             state["history"].append(record)
             log.write(json.dumps(record) + "\n")
             log.flush()
-            prov = _provenance(cfg, epoch, metrics)
+            prov = {**run_provenance, "epoch": epoch, "validation": metrics,
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             save_checkpoint(model, out / "last.safetensors", crop=crop.to_dict(), provenance=prov)
             if metrics["auc"] > state["best_auc"]:
                 state["best_auc"] = metrics["auc"]
