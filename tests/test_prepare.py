@@ -70,7 +70,7 @@ def test_pfld_landmarks_match_human_annotations(detector_weights, shared_dir):
         image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
         det = detector.detect([image])[0]
         ann_box = np.r_[gt.min(0), gt.max(0)]
-        ious = box_iou(torch.from_numpy(det.boxes).double(), torch.tensor([ann_box], dtype=torch.float64))[:, 0].tolist()
+        ious = box_iou(torch.from_numpy(det.boxes).double(), torch.from_numpy(ann_box[None].astype(np.float64)))[:, 0].tolist()
         assert ious and max(ious) > 0.4, f"annotated face of {path.name} not detected"
         j = int(np.argmax(ious))
         pred = model.predict(image, det.boxes[j:j + 1])
