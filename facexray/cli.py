@@ -17,14 +17,24 @@ sampling (--sample):
 output: one JSON line per file in --out (path, verdict, score, frames and faces scored,
 top frames with timestamps, per-stage timings, error). Verdicts: real, fake, no_face, error.
 
+resuming (--resume): the results file is append-only JSONL, fsync'ed after every record, so a
+crash or kill loses at most the video in flight. --resume skips every video whose key already has
+a record: path + size + mtime by default, the file's content (BLAKE2b) with --hash; errored videos
+are scanned again only with --retry-errors. A finished resumable scan holds one line per video
+(the latest record of each key). SIGINT/SIGTERM: the videos in flight are finished and recorded,
+then the scan stops (a second signal abandons them).
+
 exit codes:
   0  every file was scanned          1  some files could not be scanned (see their `error`)
-  2  bad usage or no video found     3  the models could not be loaded
+  2  bad usage or no video found     3  the models could not be loaded / Ray not reached
+  130, 143  stopped by SIGINT, SIGTERM (the file is valid: run again with --resume)
 
 examples:
   facexray scan videos/ --out results.jsonl
   facexray scan clip.mp4 --sample all --engine onnxruntime
   facexray scan videos/ --model random --out r.jsonl     # plumbing check, meaningless scores
+  facexray scan archive/ --out r.jsonl --resume            # continue where a stopped scan ended
+  facexray scan archive/ --out r.jsonl --ray auto --metrics-port 9108
 """
 
 
@@ -34,8 +44,9 @@ def _add_scan(sub: argparse._SubParsersAction) -> None:
     from .engines import DEFAULT_BATCH, ENGINES
     from .faces.detect import DetectorConfig
     from .pipeline import PipelineConfig
+    from .scan import ScanConfig
 
-    det, pipe, agg = DetectorConfig(), PipelineConfig(), AggregateConfig()
+    det, pipe, agg, sc = DetectorConfig(), PipelineConfig(), AggregateConfig(), ScanConfig()
     p = sub.add_parser("scan", help="scan video files and folders for face forgeries",
                        description="Score every video under PATH... for face forgery with Face X-ray.",
                        epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,6 +75,27 @@ def _add_scan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--xray-batch", type=int, default=pipe.xray_batch,
                    help="faces per X-ray batch (default: the best measured for the device, "
                         f"{DEFAULT_BATCH['cpu']['xray']} on CPU, {DEFAULT_BATCH['cuda']['xray']} on CUDA)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the videos that already have a record in --out (see 'resuming' below)")
+    p.add_argument("--hash", action="store_true", dest="content_hash",
+                   help="key videos by their content (BLAKE2b, one extra read of each file) instead of "
+                        "path + size + mtime: a moved or renamed file is not scanned again")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="with --resume (implied), scan again the videos whose record is an error")
+    p.add_argument("--ray", metavar="auto|local|ADDRESS",
+                   help="spread the videos over a Ray cluster: auto = the running cluster (RAY_ADDRESS, or one on "
+                        "this machine), else a new local one; local = a new local one; or the cluster's address")
+    p.add_argument("--ray-workers", type=int, metavar="N",
+                   help="Ray workers, each with its own detector and X-ray engine (default: one per CPU of the "
+                        "cluster, one per GPU with --device cuda)")
+    p.add_argument("--ray-max-attempts", type=int, default=sc.ray_max_attempts, metavar="N",
+                   help="times a video is handed to a new worker after its worker died, before it gets an error "
+                        f"record (default {sc.ray_max_attempts})")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics of the scan (videos, frames/s, stage times) at "
+                        "http://HOST:PORT/metrics while it runs")
+    p.add_argument("--metrics-host", default=sc.metrics_host,
+                   help=f"address the metrics server binds to (default {sc.metrics_host}; 0.0.0.0 for all)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_scan)
 
@@ -82,7 +114,9 @@ def _run_scan(a: argparse.Namespace) -> int:
                          score_threshold=a.det_threshold),
         pipeline=replace(PipelineConfig(), sample=a.sample, detect_batch=a.detect_batch, xray_batch=a.xray_batch,
                          aggregate=replace(AggregateConfig(), threshold=a.threshold, top_k=a.top_k)),
-        progress=not a.quiet)
+        progress=not a.quiet, resume=a.resume or a.retry_errors, retry_errors=a.retry_errors,
+        content_hash=a.content_hash, ray=a.ray, ray_workers=a.ray_workers, ray_max_attempts=a.ray_max_attempts,
+        metrics_port=a.metrics_port, metrics_host=a.metrics_host)
     return run_scan(a.paths, cfg)
 
 

@@ -2,6 +2,6 @@
 
 from .discover import VIDEO_EXTENSIONS, discover
 from .results import ResultWriter
-from .runner import ScanConfig, run_scan
+from .runner import ScanConfig, ScanReport, record_of, run_scan, scan
 
-__all__ = ["VIDEO_EXTENSIONS", "discover", "ResultWriter", "ScanConfig", "run_scan"]
+__all__ = ["VIDEO_EXTENSIONS", "discover", "ResultWriter", "ScanConfig", "ScanReport", "record_of", "run_scan", "scan"]

@@ -1,19 +1,30 @@
 """`facexray scan`: every file gets a record, a progress bar shows the way, a table sums it up.
 
+The videos run on a backend (this machine, or a Ray cluster: `scan/ray_runner.py`); the
+driver alone writes the results file, so both give the same records (`record_of`).
+
 Exit codes (also in `facexray scan --help`):
-    0  every file was scanned (verdicts may be real, fake or no_face)
-    1  the scan finished but some files could not be scanned (their records carry `error`)
-    2  bad usage: an unknown option, a path that does not exist, or no video found
-    3  the models could not be loaded (nothing was scanned)
+    0    every file was scanned (verdicts may be real, fake or no_face)
+    1    the scan finished but some files could not be scanned (their records carry `error`; with
+         --resume, errors recorded earlier and not retried count too)
+    2    bad usage: an unknown option, a path that does not exist, or no video found
+    3    the models could not be loaded, or the Ray cluster could not be reached (nothing was scanned)
+    130  stopped by SIGINT, 143 stopped by SIGTERM: the videos in flight were finished and recorded,
+         the file is valid; run again with --resume to complete it
 """
 
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 from tqdm import tqdm
 
@@ -24,15 +35,23 @@ from ..engines.xray import load_xray
 from ..errors import FacexrayError
 from ..faces.detect import DetectorConfig, RetinaFaceDetector
 from ..pipeline import Pipeline, PipelineConfig
+from ..train.index import read_jsonl
 from .discover import discover
-from .results import ResultWriter
+from .resume import ResumePlan, file_key, plan
+from .results import ResultWriter, compact, latest_by_key
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
 class ScanConfig:
-    """Everything a scan needs besides the paths; defaults come from the stages' own configs."""
+    """Everything a scan needs besides the paths; defaults come from the stages' own configs.
+
+    `resume` skips videos whose key (`scan/resume.py`) already has a record in `out`;
+    `retry_errors` (implies `resume`) scans the errored ones again. `ray` is None (this machine),
+    "auto" (a running cluster, else a local one), "local" (a new local one) or a cluster address.
+    """
 
     out: str | None = None
     model: str | None = None
@@ -41,23 +60,119 @@ class ScanConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     progress: bool = True
+    resume: bool = False
+    retry_errors: bool = False
+    content_hash: bool = False
+    ray: str | None = None
+    ray_workers: int | None = None
+    ray_max_attempts: int = 3
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
-def record_of(result: VideoResult, cfg: ScanConfig, runner_info: dict) -> dict:
-    """The JSONL record of one result: the result itself plus how it was obtained."""
+@dataclass
+class ScanReport:
+    """What one `scan` call did: the results of this run, what resume left out, how long it took."""
+
+    exit_code: int
+    results: list[VideoResult] = field(default_factory=list)
+    plan: ResumePlan | None = None
+    elapsed_s: float = 0.0
+    stopped_by: int | None = None
+
+
+class Backend(Protocol):
+    """Runs videos somewhere and hands their results back, in any order, one per path."""
+
+    def start(self) -> dict:
+        """Load the models (raising FacexrayError, RuntimeError or ValueError); return the X-ray model info."""
+
+    def results(self, paths: list[Path], stop: threading.Event) -> Iterator[VideoResult]:
+        """Results of `paths`; once `stop` is set, finish the videos in flight and take no new one."""
+
+    def close(self) -> None:
+        """Free what `start` took."""
+
+
+def build_pipeline(cfg: ScanConfig) -> Pipeline:
+    """The detector + X-ray pipeline a scan runs (one per process, or per Ray worker)."""
+    xray = load_xray(cfg.model, engine=cfg.engine, device=cfg.device)
+    detector = RetinaFaceDetector(config=cfg.detector, engine=cfg.engine, device=cfg.device)
+    return Pipeline(detector, xray, cfg.pipeline)
+
+
+class LocalBackend:
+    """Videos scanned in this process."""
+
+    def __init__(self, cfg: ScanConfig):
+        self.cfg = cfg
+        self.pipeline: Pipeline | None = None
+
+    def start(self) -> dict:
+        self.pipeline = build_pipeline(self.cfg)
+        return self.pipeline.xray.describe()
+
+    def results(self, paths: list[Path], stop: threading.Event) -> Iterator[VideoResult]:
+        for path in paths:
+            if stop.is_set():
+                return
+            yield self.pipeline.run(path).result
+
+    def close(self) -> None:
+        self.pipeline = None
+
+
+def record_of(result: VideoResult, cfg: ScanConfig, runner_info: dict, key: str | None = None) -> dict:
+    """The JSONL record of one result: the result itself, its resume key, and how it was obtained."""
     rec = dataclasses.asdict(result)
+    rec["key"] = key
     rec["meta"].update(sample=cfg.pipeline.sample, engine=resolve_engine(cfg.engine, cfg.device), device=cfg.device,
                        xray_model=runner_info, facexray_version=__version__)
     return rec
 
 
-def print_summary(results: list[VideoResult], elapsed: float, out: str | None, stream=None) -> None:
+class _StopOnSignal:
+    """While active (main thread only), the first SIGINT/SIGTERM sets `event`; a second one acts as usual."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+        self.event.set()
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        print(f"\nfacexray scan: {signal.Signals(signum).name}: finishing the videos in flight "
+              "(signal again to abandon them); run again with --resume to complete", file=sys.stderr)
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def print_summary(results: list[VideoResult], elapsed: float, out: str | None, stream=None,
+                  resume: ResumePlan | None = None, stopped_by: int | None = None) -> None:
     """A short table on stderr: counts per verdict, the most suspicious files, the errors."""
     stream = stream or sys.stderr
     counts = Counter(r.verdict for r in results)
     frames = sum(r.frames_scored for r in results)
     print(f"\nscanned {len(results)} file(s) in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} frames/s); "
           + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), file=stream)
+    if resume and (resume.done or resume.duplicates or resume.retried):
+        print(f"resume: skipped {resume.done} already recorded ({resume.errors_kept} with an error: "
+              f"--retry-errors scans them again), {resume.duplicates} duplicate(s) of another file; "
+              f"retried {resume.retried} error(s)", file=stream)
+    if stopped_by is not None:
+        left = len(resume.todo) - len(results) if resume else 0
+        print(f"STOPPED by {signal.Signals(stopped_by).name} with {left} file(s) left: run again with --resume",
+              file=stream)
     scored = sorted((r for r in results if r.score is not None), key=lambda r: -r.score)
     if scored:
         width = min(70, max(len(r.path) for r in scored))
@@ -76,34 +191,86 @@ def print_summary(results: list[VideoResult], elapsed: float, out: str | None, s
         print(f"results: {out}", file=stream)
 
 
-def run_scan(paths: list[str], cfg: ScanConfig) -> int:
-    """Scan `paths` (files and folders) and return the exit code (see module docstring)."""
+def _plan(files: list[Path], cfg: ScanConfig) -> ResumePlan:
+    """Keys for every file, and with --resume the ones already recorded left out (compacting the file first)."""
+    keys = [file_key(f, cfg.content_hash) for f in
+            tqdm(files, unit="file", desc="hashing", disable=not (cfg.progress and cfg.content_hash),
+                 dynamic_ncols=True, file=sys.stderr)]
+    latest: dict[str, dict] = {}
+    if (cfg.resume or cfg.retry_errors) and cfg.out and Path(cfg.out).exists():
+        compact(cfg.out)
+        latest = latest_by_key(read_jsonl(Path(cfg.out)))
+        if not latest and Path(cfg.out).stat().st_size:
+            print(f"facexray scan: --resume: no record of {cfg.out} has a resume key; scanning everything",
+                  file=sys.stderr)
+    return plan(files, keys, latest, retry_errors=cfg.retry_errors)
+
+
+def _backend(cfg: ScanConfig) -> Backend:
+    if cfg.ray:
+        from .ray_runner import RayBackend
+        return RayBackend(cfg)
+    return LocalBackend(cfg)
+
+
+def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
+    """Scan `paths` (files and folders): write the records, print progress and a summary; never raises
+    on bad input (see the module docstring for the exit codes)."""
+    paths = list(paths)
     try:
         files = discover(paths)
     except FileNotFoundError as e:
         print(f"facexray scan: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return ScanReport(EXIT_USAGE)
     if not files:
         print("facexray scan: no video files found under " + ", ".join(paths), file=sys.stderr)
-        return EXIT_USAGE
+        return ScanReport(EXIT_USAGE)
+    todo = _plan(files, cfg)
+    backend = _backend(cfg)
     try:
-        xray = load_xray(cfg.model, engine=cfg.engine, device=cfg.device)
-        detector = RetinaFaceDetector(config=cfg.detector, engine=cfg.engine, device=cfg.device)
-        pipeline = Pipeline(detector, xray, cfg.pipeline)
-    except (FacexrayError, RuntimeError, ValueError) as e:
+        runner_info = backend.start()
+    except (FacexrayError, RuntimeError, ValueError, ConnectionError) as e:
         print(f"facexray scan: {e}", file=sys.stderr)
-        return EXIT_MODEL
-    if xray.is_random:
+        backend.close()
+        return ScanReport(EXIT_MODEL, plan=todo)
+    if runner_info.get("random"):
         print("WARNING: --model random: weights are random, scores mean nothing (plumbing check)", file=sys.stderr)
-    runner_info = xray.describe()
+    metrics = None
+    if cfg.metrics_port is not None:
+        from .metrics import ScanMetrics
+        metrics = ScanMetrics(cfg.metrics_port, cfg.metrics_host)
+        metrics.start(len(todo.todo), todo.done + todo.duplicates)
+    by_path = {str(p): p for p in todo.todo}
     results: list[VideoResult] = []
     t0 = time.perf_counter()
-    with ResultWriter(cfg.out) as writer, tqdm(files, unit="video", disable=not cfg.progress,
-                                               dynamic_ncols=True, file=sys.stderr) as bar:
-        for path in bar:
-            bar.set_postfix_str(path.name[-30:], refresh=False)
-            result = pipeline.run(path).result
-            results.append(result)
-            writer.write(record_of(result, cfg, runner_info))
-    print_summary(results, time.perf_counter() - t0, cfg.out)
-    return EXIT_SOME_FAILED if any(r.error for r in results) else EXIT_OK
+    try:
+        with _StopOnSignal() as stop, ResultWriter(cfg.out) as writer, \
+                tqdm(total=len(todo.todo), unit="video", disable=not cfg.progress, dynamic_ncols=True,
+                     file=sys.stderr) as bar:
+            if todo.done:
+                bar.write(f"resume: {todo.done} file(s) already in {cfg.out}, skipped", file=sys.stderr)
+            for result in backend.results(todo.todo, stop.event):
+                results.append(result)
+                writer.write(record_of(result, cfg, runner_info, todo.keys[by_path[result.path]]))
+                if metrics:
+                    metrics.video_done(result)
+                bar.set_postfix_str(Path(result.path).name[-30:], refresh=False)
+                bar.update()
+    finally:
+        backend.close()
+        if metrics:
+            metrics.close()
+    elapsed = time.perf_counter() - t0
+    if cfg.out and (cfg.resume or cfg.retry_errors):
+        compact(cfg.out)
+    print_summary(results, elapsed, cfg.out, resume=todo, stopped_by=stop.signum)
+    if stop.signum is not None:
+        code = 128 + stop.signum
+    else:
+        code = EXIT_SOME_FAILED if todo.errors_kept or any(r.error for r in results) else EXIT_OK
+    return ScanReport(code, results, todo, elapsed, stop.signum)
+
+
+def run_scan(paths: list[str], cfg: ScanConfig) -> int:
+    """Scan `paths` (files and folders) and return the exit code (see module docstring)."""
+    return scan(paths, cfg).exit_code

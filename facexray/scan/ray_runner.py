@@ -1,0 +1,149 @@
+"""`facexray scan --ray`: the videos spread over a Ray cluster, the records written by the driver.
+
+An actor pool: each worker (`VideoScanner`, one CPU, or one GPU with `--device cuda`) loads the
+detector and the X-ray engine once and scans one video per call. The driver hands a video to
+each idle worker and writes results as they come back, with the same `record_of` and
+`ResultWriter` as a local scan, so the records are the same. A worker that dies (its process
+killed, its node lost) takes no video with it: the driver replaces it with a new one and
+gives the video to the next idle worker, up to `ScanConfig.ray_max_attempts` times in all;
+after that the video gets an error record.
+
+The driver ships its own `facexray` package to the workers (`py_modules`) and passes the
+`FACEXRAY_*` environment (model and cache folders), so every worker runs the driver's code;
+the video paths must be readable at the same absolute path on every node.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..contracts import VideoResult
+from ..errors import FacexrayError
+
+
+class VideoScanner:
+    """A Ray worker: one pipeline, loaded once, scanning one video per call."""
+
+    def __init__(self, cfg):
+        from .runner import build_pipeline
+
+        self.pipeline = build_pipeline(cfg)
+
+    def describe(self) -> dict:
+        return self.pipeline.xray.describe()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def scan(self, path: str) -> VideoResult:
+        return self.pipeline.run(path).result
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise FacexrayError("--ray needs Ray: pip install 'facexray[ray]'") from e
+    return ray
+
+
+def connect(address: str) -> None:
+    """Join the cluster at `address`; "auto" joins a running one (RAY_ADDRESS, or one on this machine) or,
+    when there is none, starts a local one; "local" always starts a new local one."""
+    ray = _ray()
+    pkg = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k.startswith("FACEXRAY_")}
+    kw = dict(runtime_env={"py_modules": [str(pkg)], "env_vars": env}, log_to_driver=False,
+              logging_level=logging.WARNING, configure_logging=True)
+    local = dict(include_dashboard=False, object_store_memory=256 << 20)
+    if address == "local":
+        ray.init(**kw, **local)
+        return
+    try:
+        ray.init(address=address, **kw)
+    except ConnectionError:
+        if address != "auto":
+            raise
+        ray.init(**kw, **local)
+
+
+class RayBackend:
+    """Videos scanned by a pool of `VideoScanner` actors (see the module docstring)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.ray = None
+        self.actors: list = []
+        self._info: dict = {}
+
+    def _new_actor(self):
+        gpu = self.cfg.device.startswith("cuda")
+        return self.ray.remote(VideoScanner).options(num_cpus=1, num_gpus=1 if gpu else 0,
+                                                     max_restarts=0).remote(self.cfg)
+
+    def start(self) -> dict:
+        self.ray = _ray()
+        connect(self.cfg.ray)
+        res = self.ray.cluster_resources()
+        n = self.cfg.ray_workers or int(res.get("GPU" if self.cfg.device.startswith("cuda") else "CPU", 0))
+        if n < 1:
+            raise FacexrayError(f"the Ray cluster has no free {'GPU' if self.cfg.device.startswith('cuda') else 'CPU'}"
+                                f" for a worker (resources: {res})")
+        self.actors = [self._new_actor() for _ in range(n)]
+        try:
+            infos = self.ray.get([a.describe.remote() for a in self.actors])
+        except self.ray.exceptions.RayActorError as e:
+            raise FacexrayError(f"the Ray workers could not load the models: {e}") from e
+        self._info = infos[0]
+        return self._info
+
+    def results(self, paths: list[Path], stop: threading.Event) -> Iterator[VideoResult]:
+        ray = self.ray
+        queue = deque((str(p), 0) for p in paths)
+        idle = deque(self.actors)
+        inflight: dict = {}
+        while inflight or (queue and not stop.is_set()):
+            while idle and queue and not stop.is_set():
+                actor, (path, attempts) = idle.popleft(), queue.popleft()
+                inflight[actor.scan.remote(os.path.abspath(path))] = (actor, path, attempts)
+            done, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            for ref in done:
+                actor, path, attempts = inflight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayActorError as e:
+                    ray.kill(actor, no_restart=True)
+                    self.actors[self.actors.index(actor)] = actor = self._new_actor()
+                    if attempts + 1 < self.cfg.ray_max_attempts:
+                        tqdm.write(f"facexray scan: a Ray worker died scanning {path} (attempt {attempts + 1} of "
+                                   f"{self.cfg.ray_max_attempts}): retrying on a new worker", file=sys.stderr)
+                        queue.appendleft((path, attempts + 1))
+                    else:
+                        yield self._lost(path, attempts + 1, e)
+                except ray.exceptions.RayTaskError as e:
+                    yield VideoResult(path=path, verdict="error", score=None, error=f"worker error: {e}",
+                                      model=self._info.get("name"))
+                else:
+                    result.path = path
+                    yield result
+                idle.append(actor)
+
+    def _lost(self, path: str, attempts: int, e: Exception) -> VideoResult:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return VideoResult(path=path, verdict="error", score=None, model=self._info.get("name"),
+                           error=f"the Ray worker died {attempts} time(s) while scanning it: {reason}")
+
+    def close(self) -> None:
+        if self.ray is not None and self.ray.is_initialized():
+            for a in self.actors:
+                self.ray.kill(a)
+            self.ray.shutdown()
+        self.actors = []
