@@ -58,6 +58,16 @@ def test_keys_and_plan(tmp_path):
     assert (p.todo, p.retried) == ([a, c], 1)
 
 
+def _subset(shared_dir, tmp_path, step):
+    """Every `step`-th real video, linked into one folder (the full set is too slow for a loaded 2-core CI)."""
+    files = sorted((shared_dir / "data/real_videos").rglob("*.mp4"))[::step]
+    d = tmp_path / "videos"
+    d.mkdir()
+    for i, f in enumerate(files):
+        (d / f"{i:02d}_{f.name}").symlink_to(f)
+    return d, len(files)
+
+
 def _scan_cmd(videos, out, *extra):
     return [sys.executable, "-m", "facexray.cli", "scan", str(videos), "--sample", "uniform=4", "--model", "random",
             "--out", str(out), "-q", *extra]
@@ -70,13 +80,13 @@ def _lines(out):
 @pytest.mark.slow
 def test_scan_killed_five_times_and_resumed_equals_an_uninterrupted_scan(shared_dir, detector_weights, tmp_path):
     """SIGKILL (no cleanup at all) at 4 random points and SIGTERM at one, each mid-scan, a torn line
-    added after one kill, then --resume until done: one record per video, the same scores."""
-    videos = shared_dir / "data/real_videos"
+    added after one kill, then --resume until done: one record per video, the same scores.
+    On half of the real videos (14 of 28), to stay within ~2 minutes on a loaded 2-core machine."""
+    videos, n = _subset(shared_dir, tmp_path, 2)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
     subprocess.run(_scan_cmd(videos, full), env=env, check=True, cwd=tmp_path, capture_output=True)
-    n = _lines(full)
-    assert n == 28
+    assert _lines(full) == n == 14
     rng = random.Random(6)
     for i, sig in enumerate([signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGKILL, signal.SIGKILL]):
         before = _lines(part)
@@ -84,7 +94,7 @@ def test_scan_killed_five_times_and_resumed_equals_an_uninterrupted_scan(shared_
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         while _lines(part) <= before and proc.poll() is None:       # kill mid-scan, once it made progress
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.0))
+        time.sleep(rng.uniform(0.0, 0.6))
         proc.send_signal(sig)
         err = proc.communicate(timeout=120)[1].decode()
         assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGTERM, 0), err
