@@ -1,0 +1,75 @@
+"""Throughput of `facexray scan` over a fixed subset of the real videos, per way of running it.
+
+Runs, in one process and one session (so the ratios compare like with like):
+  local scan with K = 1, 2 and 4 videos decoded at once (K = 1 is the baseline),
+  Ray local (a new local cluster) with 1 and 2 workers.
+Each configuration is scanned `--runs` times; the time is the scan's own (`ScanReport.elapsed_s`:
+from the first video handed out to the last record written, models already loaded and Ray
+workers up), the median is reported with videos/s, frames/s and the ratio to K = 1.
+Writes benchmarks/results/scan.json (or --name).
+
+    python benchmarks/bench_scan.py [--runs 3] [--videos 12] [--sample uniform=16] [--name scan]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import SHARED, machine, save  # noqa: E402
+
+from facexray.pipeline import PipelineConfig  # noqa: E402
+from facexray.scan import ScanConfig, scan  # noqa: E402
+
+CONFIGS = {  # name: ScanConfig fields
+    "local K=1": {"concurrency": 1},
+    "local K=2": {"concurrency": 2},
+    "local K=4": {"concurrency": 4},
+    "ray local, 1 worker": {"ray": "local", "ray_workers": 1},
+    "ray local, 2 workers": {"ray": "local", "ray_workers": 2},
+}
+
+
+def measure(files: list[str], cfg: ScanConfig, runs: int) -> dict:
+    """Median scan time of `runs` scans of `files` (a fresh results file each), and its throughput."""
+    times, frames = [], 0
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as d:
+            rep = scan(files, dataclasses.replace(cfg, out=os.path.join(d, "r.jsonl")))
+        assert rep.exit_code == 0 and len(rep.results) == len(files), rep.exit_code
+        times.append(rep.elapsed_s)
+        frames = sum(r.frames_scored for r in rep.results)
+    t = statistics.median(times)
+    return {"median_s": round(t, 3), "runs_s": [round(x, 3) for x in times], "videos_per_s": round(len(files) / t, 3),
+            "frames_per_s": round(frames / t, 2), "frames": frames}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--videos", type=int, default=12, help="how many of the real videos (every other one, sorted)")
+    ap.add_argument("--sample", default="uniform=16")
+    ap.add_argument("--only", nargs="*", choices=list(CONFIGS), help="only these configurations (K=1 always runs)")
+    ap.add_argument("--name", default="scan")
+    args = ap.parse_args()
+    files = [str(p) for p in sorted((SHARED / "data/real_videos").rglob("*.mp4"))[::2][:args.videos]]
+    base = ScanConfig(model="random", progress=False, pipeline=PipelineConfig(sample=args.sample))
+    out: dict = {"machine": machine(), "runs": args.runs, "sample": args.sample, "model": "random (W18-small-v2)",
+                 "videos": [os.path.relpath(f, SHARED) for f in files], "results": {}}
+    names = [n for n in CONFIGS if n == "local K=1" or not args.only or n in args.only]
+    for name in names:
+        print(f"== {name}", file=sys.stderr)
+        out["results"][name] = measure(files, dataclasses.replace(base, **CONFIGS[name]), args.runs)
+    k1 = out["results"]["local K=1"]["median_s"]
+    for r in out["results"].values():
+        r["speedup_vs_K1"] = round(k1 / r["median_s"], 2)
+    save(args.name, out)
+
+
+if __name__ == "__main__":
+    main()
