@@ -21,7 +21,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import SHARED, machine, save  # noqa: E402
+from common import ROOT, SHARED, machine, save  # noqa: E402
+
+sys.path.insert(0, str(ROOT))  # this checkout's facexray, whatever is installed
 
 from facexray.pipeline import PipelineConfig  # noqa: E402
 from facexray.scan import ScanConfig, scan  # noqa: E402

@@ -75,6 +75,9 @@ def _add_scan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--xray-batch", type=int, default=pipe.xray_batch,
                    help="faces per X-ray batch (default: the best measured for the device, "
                         f"{DEFAULT_BATCH['cpu']['xray']} on CPU, {DEFAULT_BATCH['cuda']['xray']} on CUDA)")
+    p.add_argument("--concurrency", "-j", type=int, metavar="K",
+                   help="videos decoded at once, sharing the detector and X-ray batches (default: from the cores "
+                        "and device, see scan/runner.auto_concurrency; on Ray: per worker, default 1 on CPU)")
     p.add_argument("--resume", action="store_true",
                    help="skip the videos that already have a record in --out (see 'resuming' below)")
     p.add_argument("--hash", action="store_true", dest="content_hash",
@@ -114,7 +117,7 @@ def _run_scan(a: argparse.Namespace) -> int:
                          score_threshold=a.det_threshold),
         pipeline=replace(PipelineConfig(), sample=a.sample, detect_batch=a.detect_batch, xray_batch=a.xray_batch,
                          aggregate=replace(AggregateConfig(), threshold=a.threshold, top_k=a.top_k)),
-        progress=not a.quiet, resume=a.resume or a.retry_errors, retry_errors=a.retry_errors,
+        progress=not a.quiet, concurrency=a.concurrency, resume=a.resume or a.retry_errors, retry_errors=a.retry_errors,
         content_hash=a.content_hash, ray=a.ray, ray_workers=a.ray_workers, ray_max_attempts=a.ray_max_attempts,
         metrics_port=a.metrics_port, metrics_host=a.metrics_host)
     return run_scan(a.paths, cfg)
@@ -172,6 +175,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--time-budget", type=float, dest="time_budget_s", metavar="SECONDS",
                    help="stop training after this long (validation and checkpoints still run)")
+    p.add_argument("--concurrency", "-j", type=int, metavar="K",
+                   help="videos decoded at once, sharing the detector and X-ray batches (default: from the cores "
+                        "and device, see scan/runner.auto_concurrency; on Ray: per worker, default 1 on CPU)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.* where a run stopped")
     p.set_defaults(func=_run_train)
 

@@ -84,8 +84,8 @@ def test_ray_scan_gives_the_records_of_a_local_scan(ray_run, local_records):
     assert set(recs) == set(local_records)
     for path, r in recs.items():
         want = local_records[path]
-        # one onnxruntime thread per worker vs two locally: float sums differ in the last digits
-        assert math.isclose(r["score"], want["score"], rel_tol=1e-6, abs_tol=1e-6), (path, r["score"], want["score"])
+        # one onnxruntime thread per worker vs two locally, and other batch mates: float noise only
+        assert math.isclose(r["score"], want["score"], abs_tol=1e-5), (path, r["score"], want["score"])
         for a, b in zip(r["top_frames"], want["top_frames"]):
             assert a["frame"] == b["frame"] and math.isclose(a["score"], b["score"], abs_tol=2e-5)
         same = ("key", "verdict", "frames_scored", "frames_with_faces", "faces_scored", "tracks", "error", "model",

@@ -1,6 +1,7 @@
 """Crash-safe, resumable results: torn lines, one record per video, and a scan killed and resumed."""
 
 import json
+import math
 import os
 import random
 import signal
@@ -70,7 +71,7 @@ def _subset(shared_dir, tmp_path, step):
 
 def _scan_cmd(videos, out, *extra):
     return [sys.executable, "-m", "facexray.cli", "scan", str(videos), "--sample", "uniform=4", "--model", "random",
-            "--out", str(out), "-q", *extra]
+            "--out", str(out), "-q", "-j", "2", *extra]
 
 
 def _lines(out):
@@ -81,6 +82,7 @@ def _lines(out):
 def test_scan_killed_five_times_and_resumed_equals_an_uninterrupted_scan(shared_dir, detector_weights, tmp_path):
     """SIGKILL (no cleanup at all) at 4 random points and SIGTERM at one, each mid-scan, a torn line
     added after one kill, then --resume until done: one record per video, the same scores.
+    Two videos are in flight at once (-j 2), so a kill loses two and a SIGTERM finishes two.
     On half of the real videos (14 of 28), to stay within ~2 minutes on a loaded 2-core machine."""
     videos, n = _subset(shared_dir, tmp_path, 2)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -110,8 +112,12 @@ def test_scan_killed_five_times_and_resumed_equals_an_uninterrupted_scan(shared_
     recs = [json.loads(line) for line in part.read_text().splitlines()]     # every line is whole
     ref = {r["path"]: r for r in read_jsonl(full)}
     assert len(recs) == n and len({r["key"] for r in recs}) == n and {r["path"] for r in recs} == set(ref)
-    for r in recs:  # a deterministic run (one video at a time, seeded model): exactly the same numbers
+    for r in recs:
         want = ref[r["path"]]
         assert r["key"] == want["key"] and r["error"] is None
-        assert (r["score"], r["frames_scored"], r["faces_scored"], r["top_frames"]) == \
-            (want["score"], want["frames_scored"], want["faces_scored"], want["top_frames"]), r["path"]
+        assert (r["frames_scored"], r["faces_scored"], r["tracks"]) == \
+            (want["frames_scored"], want["faces_scored"], want["tracks"]), r["path"]
+        # videos run two at a time and share network batches, whose make-up differs from run to run:
+        # scores agree to float noise (~1e-7 measured; the batcher promises 1e-5), not bit for bit
+        assert math.isclose(r["score"], want["score"], abs_tol=1e-5), (r["path"], r["score"], want["score"])
+        assert [t["frame"] for t in r["top_frames"]] == [t["frame"] for t in want["top_frames"]], r["path"]

@@ -13,6 +13,8 @@ results file does not hold yet.
     facexray_scan_stage_seconds_total{stage}          time spent per stage (decode, detect, crop, xray, total),
                                                       summed over videos (concurrent videos overlap)
     facexray_scan_video_seconds                       histogram of the wall time per video
+    facexray_scan_batch_size{stage}                   histogram of network batch sizes (detect, xray; local mode:
+                                                      on Ray the batches run inside the workers)
     facexray_scan_frames_per_second                   frames scored / wall time since the scan started
 """
 
@@ -43,6 +45,8 @@ class ScanMetrics:
                              ["stage"], registry=r)
         self.video_seconds = Histogram("facexray_scan_video_seconds", "Wall time per video",
                                        buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 1800), registry=r)
+        self.batch_size = Histogram("facexray_scan_batch_size", "Items per network batch", ["stage"],
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.fps = Gauge("facexray_scan_frames_per_second", "Frames scored per second since the scan started",
                          registry=r)
         for status in ("ok", "error"):
@@ -75,6 +79,10 @@ class ScanMetrics:
             self.stage.labels(stage).inc(result.timings.get(f"{stage}_s", 0.0))
         self.video_seconds.observe(result.timings.get("total_s", 0.0))
         self.fps.set(self._frames / max(time.perf_counter() - self._t0, 1e-9))
+
+    def batch_done(self, stage: str, size: int, seconds: float) -> None:
+        """The pipeline's batch observer: one network batch of `size` items ran."""
+        self.batch_size.labels(stage).observe(size)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -1,8 +1,9 @@
 """`facexray scan --ray`: the videos spread over a Ray cluster, the records written by the driver.
 
 An actor pool: each worker (`VideoScanner`, one CPU, or one GPU with `--device cuda`) loads the
-detector and the X-ray engine once and scans one video per call. The driver hands a video to
-each idle worker and writes results as they come back, with the same `record_of` and
+detector and the X-ray engine once and scans one video per call, `per_worker` calls at once on
+its shared pipeline (`--concurrency`; default 1 on a CPU worker, `auto_concurrency` on a GPU one).
+The driver keeps every worker busy and writes results as they come back, with the same `record_of` and
 `ResultWriter` as a local scan, so the records are the same. A worker that dies (its process
 killed, its node lost) takes no video with it: the driver replaces it with a new one and
 gives the video to the next idle worker, up to `ScanConfig.ray_max_attempts` times in all;
@@ -79,28 +80,48 @@ class RayBackend:
     """Videos scanned by a pool of `VideoScanner` actors (see the module docstring)."""
 
     def __init__(self, cfg):
+        from .runner import auto_concurrency
+
         self.cfg = cfg
+        self.gpu = cfg.device.startswith("cuda")
+        self.per_worker = cfg.concurrency or (auto_concurrency(cfg.device) if self.gpu else 1)
         self.ray = None
         self.actors: list = []
+        self._replaced: dict = {}
         self._info: dict = {}
 
     def _new_actor(self):
-        gpu = self.cfg.device.startswith("cuda")
-        return self.ray.remote(VideoScanner).options(num_cpus=1, num_gpus=1 if gpu else 0,
-                                                     max_restarts=0).remote(self.cfg)
+        return self.ray.remote(VideoScanner).options(num_cpus=1, num_gpus=1 if self.gpu else 0, max_restarts=0,
+                                                     max_concurrency=self.per_worker).remote(self.cfg)
+
+    def _live(self, actor):
+        """`actor`, or the worker that replaced it after it died."""
+        while actor in self._replaced:
+            actor = self._replaced[actor]
+        return actor
+
+    def _replace(self, actor):
+        """The live successor of `actor`, which died: a new worker in its place (made once per dead worker)."""
+        actor = self._live(actor)
+        if actor in self.actors:
+            self.ray.kill(actor, no_restart=True)
+            new = self._new_actor()
+            self.actors[self.actors.index(actor)] = new
+            self._replaced[actor] = actor = new
+        return actor
 
     def start(self) -> dict:
         self.ray = _ray()
         connect(self.cfg.ray)
         res = self.ray.cluster_resources()
-        n = self.cfg.ray_workers or int(res.get("GPU" if self.cfg.device.startswith("cuda") else "CPU", 0))
+        kind = "GPU" if self.gpu else "CPU"
+        n = self.cfg.ray_workers or int(res.get(kind, 0))
         if n < 1:
-            raise FacexrayError(f"the Ray cluster has no free {'GPU' if self.cfg.device.startswith('cuda') else 'CPU'}"
-                                f" for a worker (resources: {res})")
+            raise FacexrayError(f"the Ray cluster has no {kind} for a worker (resources: {res})")
         self.actors = [self._new_actor() for _ in range(n)]
         try:
             infos = self.ray.get([a.describe.remote() for a in self.actors])
-        except self.ray.exceptions.RayActorError as e:
+        except self.ray.exceptions.RayError as e:
             raise FacexrayError(f"the Ray workers could not load the models: {e}") from e
         self._info = infos[0]
         return self._info
@@ -108,29 +129,28 @@ class RayBackend:
     def results(self, paths: list[Path], stop: threading.Event) -> Iterator[VideoResult]:
         ray = self.ray
         queue = deque((str(p), 0) for p in paths)
-        idle = deque(self.actors)
+        idle = deque(a for a in self.actors for _ in range(self.per_worker))
         inflight: dict = {}
         while inflight or (queue and not stop.is_set()):
             while idle and queue and not stop.is_set():
-                actor, (path, attempts) = idle.popleft(), queue.popleft()
+                actor, (path, attempts) = self._live(idle.popleft()), queue.popleft()
                 inflight[actor.scan.remote(os.path.abspath(path))] = (actor, path, attempts)
             done, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
             for ref in done:
                 actor, path, attempts = inflight.pop(ref)
                 try:
                     result = ray.get(ref)
-                except ray.exceptions.RayActorError as e:
-                    ray.kill(actor, no_restart=True)
-                    self.actors[self.actors.index(actor)] = actor = self._new_actor()
+                except ray.exceptions.RayTaskError as e:  # the scan raised: the video's own fault, no retry
+                    yield VideoResult(path=path, verdict="error", score=None, error=f"worker error: {e}",
+                                      model=self._info.get("name"))
+                except ray.exceptions.RayError as e:      # the worker died or was lost with its node
+                    actor = self._replace(actor)
                     if attempts + 1 < self.cfg.ray_max_attempts:
                         tqdm.write(f"facexray scan: a Ray worker died scanning {path} (attempt {attempts + 1} of "
                                    f"{self.cfg.ray_max_attempts}): retrying on a new worker", file=sys.stderr)
                         queue.appendleft((path, attempts + 1))
                     else:
                         yield self._lost(path, attempts + 1, e)
-                except ray.exceptions.RayTaskError as e:
-                    yield VideoResult(path=path, verdict="error", score=None, error=f"worker error: {e}",
-                                      model=self._info.get("name"))
                 else:
                     result.path = path
                     yield result

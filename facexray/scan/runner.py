@@ -16,12 +16,14 @@ Exit codes (also in `facexray scan --help`):
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +36,7 @@ from ..engines import resolve_engine
 from ..engines.xray import load_xray
 from ..errors import FacexrayError
 from ..faces.detect import DetectorConfig, RetinaFaceDetector
+from ..batcher import BatchObserver
 from ..pipeline import Pipeline, PipelineConfig
 from ..train.index import read_jsonl
 from .discover import discover
@@ -44,11 +47,26 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def auto_concurrency(device: str, cores: int | None = None) -> int:
+    """How many videos to decode at once when `--concurrency` is not given.
+
+    On CUDA the networks wait on decoding, which runs on the CPU: one video per core, up to 8.
+    On CPU the networks already use every core, so more videos only fill the gaps while a
+    video decodes or seeks: two per 4 cores, at least 2 (measured: benchmarks/bench_scan.py).
+    """
+    cores = cores or os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return max(2, min(8, cores))
+    return max(2, min(8, cores // 2))
+
+
 @dataclass
 class ScanConfig:
     """Everything a scan needs besides the paths; defaults come from the stages' own configs.
 
-    `resume` skips videos whose key (`scan/resume.py`) already has a record in `out`;
+    `concurrency` videos are decoded at once and share the network batches (None: `auto_concurrency`;
+    on Ray, per worker, default 1 on CPU workers). `resume` skips videos whose key (`scan/resume.py`)
+    already has a record in `out`;
     `retry_errors` (implies `resume`) scans the errored ones again. `ray` is None (this machine),
     "auto" (a running cluster, else a local one), "local" (a new local one) or a cluster address.
     """
@@ -60,6 +78,7 @@ class ScanConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     progress: bool = True
+    concurrency: int | None = None
     resume: bool = False
     retry_errors: bool = False
     content_hash: bool = False
@@ -94,32 +113,43 @@ class Backend(Protocol):
         """Free what `start` took."""
 
 
-def build_pipeline(cfg: ScanConfig) -> Pipeline:
-    """The detector + X-ray pipeline a scan runs (one per process, or per Ray worker)."""
+def build_pipeline(cfg: ScanConfig, observer: BatchObserver | None = None) -> Pipeline:
+    """The detector + X-ray pipeline a scan runs (one per process, or per Ray worker), shared by its videos."""
     xray = load_xray(cfg.model, engine=cfg.engine, device=cfg.device)
     detector = RetinaFaceDetector(config=cfg.detector, engine=cfg.engine, device=cfg.device)
-    return Pipeline(detector, xray, cfg.pipeline)
+    return Pipeline(detector, xray, cfg.pipeline, observer=observer)
 
 
 class LocalBackend:
-    """Videos scanned in this process."""
+    """Videos scanned in this process, `concurrency` at once on one shared pipeline (shared batches)."""
 
-    def __init__(self, cfg: ScanConfig):
+    def __init__(self, cfg: ScanConfig, observer: BatchObserver | None = None):
         self.cfg = cfg
+        self.observer = observer
+        self.concurrency = cfg.concurrency or auto_concurrency(cfg.device)
         self.pipeline: Pipeline | None = None
 
     def start(self) -> dict:
-        self.pipeline = build_pipeline(self.cfg)
+        self.pipeline = build_pipeline(self.cfg, self.observer)
         return self.pipeline.xray.describe()
 
     def results(self, paths: list[Path], stop: threading.Event) -> Iterator[VideoResult]:
-        for path in paths:
-            if stop.is_set():
-                return
-            yield self.pipeline.run(path).result
+        todo = iter(paths)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="facexray-video") as pool:
+            running = set()
+            while True:
+                while len(running) < self.concurrency and not stop.is_set() and (path := next(todo, None)):
+                    running.add(pool.submit(self.pipeline.run, path))
+                if not running:
+                    return
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    yield f.result().result
 
     def close(self) -> None:
-        self.pipeline = None
+        if self.pipeline is not None:
+            self.pipeline.close()
+            self.pipeline = None
 
 
 def record_of(result: VideoResult, cfg: ScanConfig, runner_info: dict, key: str | None = None) -> dict:
@@ -206,11 +236,11 @@ def _plan(files: list[Path], cfg: ScanConfig) -> ResumePlan:
     return plan(files, keys, latest, retry_errors=cfg.retry_errors)
 
 
-def _backend(cfg: ScanConfig) -> Backend:
+def _backend(cfg: ScanConfig, observer: BatchObserver | None) -> Backend:
     if cfg.ray:
         from .ray_runner import RayBackend
         return RayBackend(cfg)
-    return LocalBackend(cfg)
+    return LocalBackend(cfg, observer)
 
 
 def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
@@ -226,19 +256,26 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
         print("facexray scan: no video files found under " + ", ".join(paths), file=sys.stderr)
         return ScanReport(EXIT_USAGE)
     todo = _plan(files, cfg)
-    backend = _backend(cfg)
+    metrics = None
+    if cfg.metrics_port is not None:
+        from .metrics import ScanMetrics
+        try:
+            metrics = ScanMetrics(cfg.metrics_port, cfg.metrics_host)
+        except OSError as e:
+            print(f"facexray scan: --metrics-port {cfg.metrics_port}: {e}", file=sys.stderr)
+            return ScanReport(EXIT_USAGE, plan=todo)
+    backend = _backend(cfg, metrics.batch_done if metrics else None)
     try:
         runner_info = backend.start()
     except (FacexrayError, RuntimeError, ValueError, ConnectionError) as e:
         print(f"facexray scan: {e}", file=sys.stderr)
         backend.close()
+        if metrics:
+            metrics.close()
         return ScanReport(EXIT_MODEL, plan=todo)
     if runner_info.get("random"):
         print("WARNING: --model random: weights are random, scores mean nothing (plumbing check)", file=sys.stderr)
-    metrics = None
-    if cfg.metrics_port is not None:
-        from .metrics import ScanMetrics
-        metrics = ScanMetrics(cfg.metrics_port, cfg.metrics_host)
+    if metrics:
         metrics.start(len(todo.todo), todo.done + todo.duplicates)
     by_path = {str(p): p for p in todo.todo}
     results: list[VideoResult] = []
