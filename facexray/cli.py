@@ -18,7 +18,7 @@ output: one JSON line per file in --out (path, verdict, score, frames and faces 
 top frames with timestamps, per-stage timings, error). Verdicts: real, fake, no_face, error.
 
 resuming (--resume): the results file is append-only JSONL, fsync'ed after every record, so a
-crash or kill loses at most the video in flight. --resume skips every video whose key already has
+crash or kill loses at most the videos in flight. --resume skips every video whose key already has
 a record: path + size + mtime by default, the file's content (BLAKE2b) with --hash; errored videos
 are scanned again only with --retry-errors. A finished resumable scan holds one line per video
 (the latest record of each key). SIGINT/SIGTERM: the videos in flight are finished and recorded,
@@ -92,12 +92,12 @@ def _add_scan(sub: argparse._SubParsersAction) -> None:
                    help="Ray workers, each with its own detector and X-ray engine (default: one per CPU of the "
                         "cluster, one per GPU with --device cuda)")
     p.add_argument("--ray-max-attempts", type=int, default=sc.ray_max_attempts, metavar="N",
-                   help="times a video is handed to a new worker after its worker died, before it gets an error "
-                        f"record (default {sc.ray_max_attempts})")
+                   help="times in all a video is handed to a worker when its workers keep dying (killed, node "
+                        f"lost) before it gets an error record (default {sc.ray_max_attempts})")
     p.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve Prometheus metrics of the scan (videos, frames/s, stage times) at "
                         "http://HOST:PORT/metrics while it runs")
-    p.add_argument("--metrics-host", default=sc.metrics_host,
+    p.add_argument("--metrics-host", default=sc.metrics_host, metavar="HOST",
                    help=f"address the metrics server binds to (default {sc.metrics_host}; 0.0.0.0 for all)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_scan)

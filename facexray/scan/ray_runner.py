@@ -41,9 +41,6 @@ class VideoScanner:
     def describe(self) -> dict:
         return self.pipeline.xray.describe()
 
-    def pid(self) -> int:
-        return os.getpid()
-
     def scan(self, path: str) -> VideoResult:
         return self.pipeline.run(path).result
 
@@ -63,7 +60,7 @@ def connect(address: str) -> None:
     pkg = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k.startswith("FACEXRAY_")}
     kw = dict(runtime_env={"py_modules": [str(pkg)], "env_vars": env}, log_to_driver=False,
-              logging_level=logging.WARNING, configure_logging=True)
+              logging_level=logging.WARNING)
     local = dict(include_dashboard=False, object_store_memory=256 << 20)
     if address == "local":
         ray.init(**kw, **local)
@@ -100,15 +97,13 @@ class RayBackend:
             actor = self._replaced[actor]
         return actor
 
-    def _replace(self, actor):
-        """The live successor of `actor`, which died: a new worker in its place (made once per dead worker)."""
-        actor = self._live(actor)
-        if actor in self.actors:
-            self.ray.kill(actor, no_restart=True)
-            new = self._new_actor()
-            self.actors[self.actors.index(actor)] = new
-            self._replaced[actor] = actor = new
-        return actor
+    def _replace(self, dead):
+        """The worker in place of `dead`: a new one, made once per dead worker (its other calls fail too)."""
+        if dead not in self._replaced:
+            self.ray.kill(dead, no_restart=True)
+            self._replaced[dead] = self._new_actor()
+            self.actors[self.actors.index(dead)] = self._replaced[dead]
+        return self._live(dead)
 
     def start(self) -> dict:
         self.ray = _ray()

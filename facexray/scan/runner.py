@@ -162,7 +162,8 @@ def record_of(result: VideoResult, cfg: ScanConfig, runner_info: dict, key: str 
 
 
 class _StopOnSignal:
-    """While active (main thread only), the first SIGINT/SIGTERM sets `event`; a second one acts as usual."""
+    """While active (main thread only), the first SIGINT/SIGTERM sets `event`; a second one kills the
+    process at once (the records written so far stay valid)."""
 
     def __init__(self):
         self.event = threading.Event()
@@ -172,8 +173,8 @@ class _StopOnSignal:
     def _handle(self, signum, frame) -> None:
         self.signum = signum
         self.event.set()
-        for s, h in self._old.items():
-            signal.signal(s, h)
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_DFL)
         print(f"\nfacexray scan: {signal.Signals(signum).name}: finishing the videos in flight "
               "(signal again to abandon them); run again with --resume to complete", file=sys.stderr)
 
