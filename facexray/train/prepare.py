@@ -46,17 +46,14 @@ import torch
 from tqdm import tqdm
 
 from ..contracts import Frame
-from ..decode import DEFAULT_SAMPLE, SampleSpec, open_video
-from ..errors import DecodeError, FacexrayError
+from ..decode import DEFAULT_SAMPLE, IMAGE_EXTENSIONS, SampleSpec, open_video
+from ..errors import FacexrayError
 from ..faces.crop import CropSpec, crop_face
 from ..faces.detect import Detections, DetectorConfig, RetinaFaceDetector
 from ..faces.landmarks import LandmarkModel, PfldLandmarks, five_from_68
-from ..scan.discover import VIDEO_EXTENSIONS, discover
+from ..scan.discover import MEDIA_EXTENSIONS, discover
 from ..scan.results import ResultWriter
 from .index import read_jsonl
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-"""Files with these extensions (any case) are read as photos; other media as videos."""
 
 LANDMARK_AGREEMENT = 0.15
 """A face is dropped (a landmark failure) when the five points derived from its 68 landmarks lie
@@ -68,7 +65,6 @@ DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 """Worker processes when none are asked for: one per core (measured here: 2 on 2 cores prepared
 8 videos in 13-17 s against 21 s in-process), at most 8 (each holds its own models and frames)."""
 
-_MEDIA = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 _FRAME_CHUNK = 8  # frames decoded before a detection call (bounds memory on long 1080p samples)
 _SETTINGS_FILE = "prepare.json"
 _FFPP_REAL, _FFPP_FAKE, _FFPP_MASKS = "original_sequences", "manipulated_sequences", "masks"
@@ -240,7 +236,7 @@ def find_sources(paths: Sequence[str | Path], exclude: Path | None = None) -> li
     roots = [Path(p).resolve() for p in paths]
     skip = exclude.resolve() if exclude is not None else None
     found: dict[str, Source] = {}
-    for f in discover(roots, _MEDIA):
+    for f in discover(roots, MEDIA_EXTENSIONS):
         f = f.resolve()
         if (skip is not None and skip in f.parents) or _is_ffpp_mask(f):
             continue
@@ -313,7 +309,7 @@ def _ffpp_identity(path: Path) -> str:
 
 @lru_cache(maxsize=4096)
 def _stems_in(folder: Path) -> Counter:
-    return Counter(p.stem for p in folder.iterdir() if p.suffix.lower() in _MEDIA)
+    return Counter(p.stem for p in folder.iterdir() if p.suffix.lower() in MEDIA_EXTENSIONS)
 
 
 def _stem_is_shared(path: Path) -> bool:
@@ -372,12 +368,6 @@ def process_source(src: Source, models: _Models, cfg: PrepareConfig, out: Path) 
 
 def _frame_chunks(src: Source, sample: str) -> Iterator[list[Frame]]:
     """The sampled frames of a video (or the one frame of a photo), a few at a time."""
-    if src.kind == "image":
-        bgr = cv2.imread(str(src.path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DecodeError(str(src.path), "not a readable image")
-        yield [Frame(str(src.path), 0, 0.0, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))]
-        return
     with open_video(src.path, sample) as video:
         chunk: list[Frame] = []
         for frame in video:
