@@ -210,7 +210,7 @@ class HtmlReport:
         if video:
             facts.append(f"{video.get('width')}×{video.get('height')}, {video.get('fps')} fps"
                          + (f", {video['duration']:.1f} s" if video.get("duration") else ""))
-        parts = [f'<section class="record video" id="{anchor}">',
+        parts = [f'<section class="record video" id="{anchor}" data-path="{_esc(r.path)}" data-verdict="{_esc(r.verdict)}">',
                  f'<h2><span class="badge {_esc(r.verdict)}">{_esc(r.verdict.upper())}</span>{_esc(r.path)}</h2>',
                  f'<p class="meta">{_esc(" · ".join(facts))}</p>']
         if r.decode_errors:
@@ -275,7 +275,8 @@ class HtmlReport:
             if errors:
                 f.write(f"<h2>Errors ({len(errors)})</h2>\n")
                 for e in errors:
-                    f.write(f'<section class="record error-record" id="{e.anchor}"><h2><span class="badge error">'
+                    f.write(f'<section class="record error-record" id="{e.anchor}" data-path="{_esc(e.path)}" '
+                            f'data-verdict="error"><h2><span class="badge error">'
                             f'ERROR</span>{_esc(e.path)}</h2><p class="errmsg">{_esc(e.error)}</p></section>\n')
             f.write("</body></html>\n")
         os.replace(tmp, self.path)
