@@ -207,7 +207,7 @@ class HtmlReport:
                  f"{r.faces_scored} faces", f"{r.tracks} track(s)"]
         if r.meta.get("worst_track") is not None:
             facts.append(f"worst track #{r.meta['worst_track']}")
-        if video:
+        if video and r.frames_scored > 1:
             facts.append(f"{video.get('width')}×{video.get('height')}, {video.get('fps')} fps"
                          + (f", {video['duration']:.1f} s" if video.get("duration") else ""))
         parts = [f'<section class="record video" id="{anchor}" data-path="{_esc(r.path)}" data-verdict="{_esc(r.verdict)}">',
@@ -222,8 +222,9 @@ class HtmlReport:
             for s in scores:
                 series[s.face.track_id].append((s.face.pts, s.prob))
             track_scores = {int(k): v for k, v in r.meta.get("track_scores", {}).items()}
-            parts.append(f'<img class="timeline" alt="score over time per track" '
-                         f'src="{timeline_plot(series, track_scores, self.cfg, video.get("duration"))}">')
+            if r.frames_scored > 1:  # a still image has no time axis
+                parts.append(f'<img class="timeline" alt="score over time per track" '
+                             f'src="{timeline_plot(series, track_scores, self.cfg, video.get("duration"))}">')
             parts.append('<div class="faces">')
             side = self.cfg.thumb
             for s, crop in zip(self.top_faces(scores), crops):
