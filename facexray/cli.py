@@ -18,13 +18,15 @@ output: one JSON line per file in --out (path, verdict, score, frames and faces 
 top frames with timestamps, per-stage timings, error). Verdicts: real, fake, no_face, error.
 
 exit codes:
-  0  every file was scanned          1  some files could not be scanned (see their `error`)
+  0  every file was scanned          1  some files could not be scanned (see their `error`),
+                                       or their --annotate/--report evidence could not be written
   2  bad usage or no video found     3  the models could not be loaded
 
 examples:
   facexray scan videos/ --out results.jsonl
   facexray scan clip.mp4 --sample all --engine onnxruntime
   facexray scan videos/ --model random --out r.jsonl     # plumbing check, meaningless scores
+  facexray scan videos/ --out r.jsonl --report report.html --annotate annotated/
 """
 
 

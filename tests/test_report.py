@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from facexray.cli import main
-from facexray.contracts import Frame
 from facexray.engines.xray import load_xray
 from facexray.faces.crop import CropSpec, crop_face
 from facexray.faces.detect import RetinaFaceDetector
@@ -53,17 +52,17 @@ def _abs_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def scanned(shared_dir, models_dir, tmp_path_factory):
     """One `scan --annotate --report` of two real clips and a broken file (the CLI, as a user runs it)."""
-    import os
-
-    os.environ.setdefault("FACEXRAY_MODELS", str(models_dir))
     root = tmp_path_factory.mktemp("evidence")
     src = root / "in"
     src.mkdir()
     for clip in CLIPS:
         shutil.copy(shared_dir / "data/real_videos" / clip, src / Path(clip).name)
     (src / "broken.mp4").write_text("not a video\n")
-    code = main(["scan", str(src), "--sample", SAMPLE, "--model", "random", "--out", str(root / "r.jsonl"),
-                 "--annotate", str(root / "ann"), "--report", str(root / "report.html"), "-q"])
+    with pytest.MonkeyPatch.context() as mp:  # as conftest's fixtures do, for this module-wide scan
+        mp.setenv("FACEXRAY_MODELS", str(models_dir))
+        mp.setenv("FACEXRAY_CACHE", str(tmp_path_factory.getbasetemp() / "facexray-cache"))
+        code = main(["scan", str(src), "--sample", SAMPLE, "--model", "random", "--out", str(root / "r.jsonl"),
+                     "--annotate", str(root / "ann"), "--report", str(root / "report.html"), "-q"])
     records = [json.loads(line) for line in (root / "r.jsonl").read_text().splitlines()]
     return code, root, src, records
 
@@ -193,14 +192,20 @@ class DevTools:
         self.proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
                                       "--remote-debugging-port=0", "--window-size=1200,1600", "about:blank"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
-        url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
-        self.ws = websocket.create_connection(url, timeout=30, suppress_origin=True)
+        try:
+            port_file = profile / "DevToolsActivePort"  # Chromium writes its DevTools port here once listening
+            deadline = time.monotonic() + 30
+            while not (port_file.exists() and port_file.read_text().strip()):
+                assert self.proc.poll() is None and time.monotonic() < deadline, "Chromium did not start DevTools"
+                time.sleep(0.1)
+            port = int(port_file.read_text().split()[0])
+            pages = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
+            url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
+            self.ws = websocket.create_connection(url, timeout=30, suppress_origin=True)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
         self.events: list[dict] = []
         self._id = 0
 

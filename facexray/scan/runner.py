@@ -2,7 +2,8 @@
 
 Exit codes (also in `facexray scan --help`):
     0  every file was scanned (verdicts may be real, fake or no_face)
-    1  the scan finished but some files could not be scanned (their records carry `error`)
+    1  the scan finished but some files could not be scanned (their records carry `error`),
+       or their annotated video / report section could not be made (the summary says which)
     2  bad usage: an unknown option, a path that does not exist, or no video found
     3  the models could not be loaded (nothing was scanned)
 """
