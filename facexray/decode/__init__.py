@@ -14,7 +14,7 @@ Sampling modes and their text form are described in `facexray.decode.sampling`.
 from facexray.decode.info import VideoInfo
 from facexray.decode.pyav import VideoReader, default_options, open_video
 from facexray.decode.sampling import DEFAULT_SAMPLE, SampleSpec, pick_frames, uniform_targets
-from facexray.decode.still import IMAGE_EXTENSIONS, ImageReader, is_image_path
+from facexray.decode.still import IMAGE_EXTENSIONS, ImageReader, is_image_path, is_still_image
 
 __all__ = [
     "DEFAULT_SAMPLE",
@@ -25,6 +25,7 @@ __all__ = [
     "VideoReader",
     "default_options",
     "is_image_path",
+    "is_still_image",
     "open_video",
     "pick_frames",
     "uniform_targets",

@@ -39,6 +39,17 @@ def is_image_path(source: str | Path) -> bool:
     return "://" not in str(source) and Path(source).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def is_still_image(source: str | Path) -> bool:
+    """True for a local picture of one frame (a photo), False for animations, videos and unreadable files."""
+    if not is_image_path(source):
+        return False
+    try:
+        with Image.open(source) as im:
+            return getattr(im, "n_frames", 1) == 1
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        return False
+
+
 class ImageReader:
     """A picture opened as a video: one frame for a photo, the sampled frames of an animation."""
 

@@ -38,13 +38,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..contracts import FaceScore, Frame
-from ..decode import open_video
+from ..decode import is_still_image, open_video
 from ..faces.crop import CropSpec, crop_matrix
 from .draw import ALPHA, DrawnFace, draw_faces
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
-"""Inputs annotated as one PNG rather than an MP4."""
-
 
 @dataclass(frozen=True)
 class AnnotateConfig:
@@ -100,8 +96,8 @@ class FaceTimeline:
 
 
 def is_image(path: str | Path) -> bool:
-    """True when `path` is annotated as a still image (PNG out) rather than a video."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    """True when `path` is annotated as a still image (PNG out): a photo; animations and videos become MP4s."""
+    return is_still_image(path)
 
 
 def output_name(path: str | Path) -> str:
