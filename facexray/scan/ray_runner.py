@@ -28,21 +28,25 @@ from tqdm import tqdm
 
 from ..contracts import VideoResult
 from ..errors import FacexrayError
+from ..pipeline import PipelineOutput
 
 
 class VideoScanner:
-    """A Ray worker: one pipeline, loaded once, scanning one video per call."""
+    """A Ray worker: one pipeline, loaded once, scanning one video per call (its scored faces are sent
+    back only when the driver makes evidence of them: `--annotate`, `--report`)."""
 
     def __init__(self, cfg):
         from .runner import build_pipeline
 
         self.pipeline = build_pipeline(cfg)
+        self.with_scores = cfg.evidence.wanted
 
     def describe(self) -> dict:
         return self.pipeline.xray.describe()
 
-    def scan(self, path: str) -> VideoResult:
-        return self.pipeline.run(path).result
+    def scan(self, path: str) -> PipelineOutput:
+        out = self.pipeline.run(path)
+        return out if self.with_scores else PipelineOutput(out.result, [])
 
 
 def _ray():
@@ -121,7 +125,7 @@ class RayBackend:
         self._info = infos[0]
         return self._info
 
-    def results(self, paths: list[Path], stop: threading.Event) -> Iterator[VideoResult]:
+    def results(self, paths: list[Path], stop: threading.Event) -> Iterator[PipelineOutput]:
         ray = self.ray
         queue = deque((str(p), 0) for p in paths)
         idle = deque(a for a in self.actors for _ in range(self.per_worker))
@@ -134,10 +138,9 @@ class RayBackend:
             for ref in done:
                 actor, path, attempts = inflight.pop(ref)
                 try:
-                    result = ray.get(ref)
+                    output = ray.get(ref)
                 except ray.exceptions.RayTaskError as e:  # the scan raised: the video's own fault, no retry
-                    yield VideoResult(path=path, verdict="error", score=None, error=f"worker error: {e}",
-                                      model=self._info.get("name"))
+                    yield self._error(path, f"worker error: {e}")
                 except ray.exceptions.RayError as e:      # the worker died or was lost with its node
                     actor = self._replace(actor)
                     if attempts + 1 < self.cfg.ray_max_attempts:
@@ -145,16 +148,17 @@ class RayBackend:
                                    f"{self.cfg.ray_max_attempts}): retrying on a new worker", file=sys.stderr)
                         queue.appendleft((path, attempts + 1))
                     else:
-                        yield self._lost(path, attempts + 1, e)
+                        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                        yield self._error(path, f"the Ray worker died {attempts + 1} time(s) while scanning it: "
+                                                f"{reason}")
                 else:
-                    result.path = path
-                    yield result
+                    output.result.path = path
+                    yield output
                 idle.append(actor)
 
-    def _lost(self, path: str, attempts: int, e: Exception) -> VideoResult:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return VideoResult(path=path, verdict="error", score=None, model=self._info.get("name"),
-                           error=f"the Ray worker died {attempts} time(s) while scanning it: {reason}")
+    def _error(self, path: str, error: str) -> PipelineOutput:
+        return PipelineOutput(VideoResult(path=path, verdict="error", score=None, error=error,
+                                          model=self._info.get("name")), [])
 
     def close(self) -> None:
         if self.ray is not None and self.ray.is_initialized():

@@ -6,7 +6,8 @@ driver alone writes the results file, so both give the same records (`record_of`
 Exit codes (also in `facexray scan --help`):
     0    every file was scanned (verdicts may be real, fake or no_face)
     1    the scan finished but some files could not be scanned (their records carry `error`; with
-         --resume, errors recorded earlier and not retried count too)
+         --resume, errors recorded earlier and not retried count too), or their annotated video /
+         report section could not be made (the summary says which)
     2    bad usage: an unknown option, a path that does not exist, or no video found
     3    the models could not be loaded, or the Ray cluster could not be reached (nothing was scanned)
     130  stopped by SIGINT, 143 stopped by SIGTERM: the videos in flight were finished and recorded,
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import av
 from tqdm import tqdm
 
 from .. import __version__
@@ -37,7 +39,9 @@ from ..engines.xray import load_xray
 from ..errors import FacexrayError
 from ..faces.detect import DetectorConfig, RetinaFaceDetector
 from ..batcher import BatchObserver
-from ..pipeline import Pipeline, PipelineConfig
+from ..pipeline import Pipeline, PipelineConfig, PipelineOutput
+from ..report.annotate import annotate, output_name
+from ..report.evidence import Evidence, EvidenceConfig
 from ..train.index import read_jsonl
 from .discover import discover
 from .resume import ResumePlan, file_key, plan
@@ -77,6 +81,7 @@ class ScanConfig:
     device: str = "cpu"
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     progress: bool = True
     concurrency: int | None = None
     resume: bool = False
@@ -101,13 +106,14 @@ class ScanReport:
 
 
 class Backend(Protocol):
-    """Runs videos somewhere and hands their results back, in any order, one per path."""
+    """Runs videos somewhere and hands their outputs back, in any order, one per path (the scored faces
+    only when `cfg.evidence` wants them)."""
 
     def start(self) -> dict:
         """Load the models (raising FacexrayError, RuntimeError or ValueError); return the X-ray model info."""
 
-    def results(self, paths: list[Path], stop: threading.Event) -> Iterator[VideoResult]:
-        """Results of `paths`; once `stop` is set, finish the videos in flight and take no new one."""
+    def results(self, paths: list[Path], stop: threading.Event) -> Iterator[PipelineOutput]:
+        """Outputs of `paths`; once `stop` is set, finish the videos in flight and take no new one."""
 
     def close(self) -> None:
         """Free what `start` took."""
@@ -133,7 +139,7 @@ class LocalBackend:
         self.pipeline = build_pipeline(self.cfg, self.observer)
         return self.pipeline.xray.describe()
 
-    def results(self, paths: list[Path], stop: threading.Event) -> Iterator[VideoResult]:
+    def results(self, paths: list[Path], stop: threading.Event) -> Iterator[PipelineOutput]:
         todo = iter(paths)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="facexray-video") as pool:
             running = set()
@@ -144,7 +150,7 @@ class LocalBackend:
                     return
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for f in done:
-                    yield f.result().result
+                    yield f.result()
 
     def close(self) -> None:
         if self.pipeline is not None:
@@ -189,8 +195,9 @@ class _StopOnSignal:
 
 
 def print_summary(results: list[VideoResult], elapsed: float, out: str | None, stream=None,
-                  resume: ResumePlan | None = None, stopped_by: int | None = None) -> None:
-    """A short table on stderr: counts per verdict, the most suspicious files, the errors."""
+                  extra: list[str] = (), resume: ResumePlan | None = None, stopped_by: int | None = None) -> None:
+    """A short table on stderr: counts per verdict, what resume skipped, the most suspicious files, the
+    errors; then `extra` lines."""
     stream = stream or sys.stderr
     counts = Counter(r.verdict for r in results)
     frames = sum(r.frames_scored for r in results)
@@ -220,6 +227,8 @@ def print_summary(results: list[VideoResult], elapsed: float, out: str | None, s
         print(f"WARNING: {next(r.warning for r in results if r.warning)}", file=stream)
     if out:
         print(f"results: {out}", file=stream)
+    for line in extra:
+        print(line, file=stream)
 
 
 def _plan(files: list[Path], cfg: ScanConfig) -> ResumePlan:
@@ -278,6 +287,10 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
         print("WARNING: --model random: weights are random, scores mean nothing (plumbing check)", file=sys.stderr)
     if metrics:
         metrics.start(len(todo.todo), todo.done + todo.duplicates)
+    evidence = (Evidence(cfg.evidence, cfg.pipeline.crop, files, cfg.progress,
+                         about={"model": runner_info.get("name"), "sample": cfg.pipeline.sample})
+                if cfg.evidence.wanted else None)
+    extra: list[str] = []
     by_path = {str(p): p for p in todo.todo}
     results: list[VideoResult] = []
     t0 = time.perf_counter()
@@ -287,28 +300,78 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
                      file=sys.stderr) as bar:
             if todo.done:
                 bar.write(f"resume: {todo.done} file(s) already in {cfg.out}, skipped", file=sys.stderr)
-            for result in backend.results(todo.todo, stop.event):
+            for output in backend.results(todo.todo, stop.event):
+                result, path = output.result, by_path[output.result.path]
                 results.append(result)
-                writer.write(record_of(result, cfg, runner_info, todo.keys[by_path[result.path]]))
+                writer.write(record_of(result, cfg, runner_info, todo.keys[path]))
                 if metrics:
                     metrics.video_done(result)
-                bar.set_postfix_str(Path(result.path).name[-30:], refresh=False)
+                if evidence:
+                    evidence.add(path, output)
+                bar.set_postfix_str(path.name[-30:], refresh=False)
                 bar.update()
     finally:
         backend.close()
         if metrics:
             metrics.close()
+        if evidence:
+            extra = evidence.close()
     elapsed = time.perf_counter() - t0
     if cfg.out and (cfg.resume or cfg.retry_errors):
         compact(cfg.out)
-    print_summary(results, elapsed, cfg.out, resume=todo, stopped_by=stop.signum)
+    print_summary(results, elapsed, cfg.out, extra=extra, resume=todo, stopped_by=stop.signum)
     if stop.signum is not None:
         code = 128 + stop.signum
+    elif todo.errors_kept or any(r.error for r in results) or (evidence and evidence.problems):
+        code = EXIT_SOME_FAILED
     else:
-        code = EXIT_SOME_FAILED if todo.errors_kept or any(r.error for r in results) else EXIT_OK
+        code = EXIT_OK
     return ScanReport(code, results, todo, elapsed, stop.signum)
 
 
 def run_scan(paths: list[str], cfg: ScanConfig) -> int:
     """Scan `paths` (files and folders) and return the exit code (see module docstring)."""
     return scan(paths, cfg).exit_code
+
+
+def _load_pipeline(cfg: ScanConfig, command: str) -> Pipeline | None:
+    """The pipeline of `cfg`; None (after saying why on stderr) when it cannot load."""
+    try:
+        pipeline = build_pipeline(cfg)
+    except (FacexrayError, RuntimeError, ValueError) as e:
+        print(f"facexray {command}: {e}", file=sys.stderr)
+        return None
+    if pipeline.xray.is_random:
+        print("WARNING: --model random: weights are random, scores mean nothing (plumbing check)", file=sys.stderr)
+    return pipeline
+
+
+def run_explain(path: str, out: str | None, cfg: ScanConfig) -> int:
+    """`facexray explain`: score one image or video and write it annotated (PNG or MP4); returns the exit code.
+
+    `out` defaults to `output_name(path)` (`clip.xray.mp4`, `face.xray.png`) in the current folder.
+    """
+    if not Path(path).is_file():
+        print(f"facexray explain: no such file: {path}", file=sys.stderr)
+        return EXIT_USAGE
+    pipeline = _load_pipeline(cfg, "explain")
+    if pipeline is None:
+        return EXIT_MODEL
+    t0 = time.perf_counter()
+    output = pipeline.run(path)
+    dest = Path(out or output_name(path))
+    ok = output.result.error is None
+    extra = []
+    if ok:
+        try:
+            stats = annotate(path, output.scores, dest, pipeline.crop_spec, cfg.evidence.annotate,
+                             progress=cfg.progress)
+            extra.append(f"annotated: {dest} ({stats.frames} frame(s), {stats.faces_drawn} face(s) drawn)")
+        except (FacexrayError, OSError, ValueError, av.FFmpegError) as e:
+            ok = False
+            extra.append(f"EVIDENCE ERROR {path}: {e}")
+    if cfg.out:
+        with ResultWriter(cfg.out) as writer:
+            writer.write(record_of(output.result, cfg, pipeline.xray.describe(), file_key(path, cfg.content_hash)))
+    print_summary([output.result], time.perf_counter() - t0, cfg.out, extra=extra)
+    return EXIT_OK if ok else EXIT_SOME_FAILED
