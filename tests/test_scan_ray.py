@@ -31,8 +31,9 @@ def videos(shared_dir):
 @pytest.fixture(scope="module")
 def local_records(videos, tmp_path_factory, models_dir):
     out = tmp_path_factory.mktemp("local") / "r.jsonl"
-    os.environ.setdefault("FACEXRAY_MODELS", str(models_dir))
-    assert main(["scan", *map(str, videos), *SAMPLE, "--out", str(out)]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FACEXRAY_MODELS", str(models_dir))
+        assert main(["scan", *map(str, videos), *SAMPLE, "--out", str(out)]) == 0
     return {r["path"]: r for r in read_jsonl(out)}
 
 

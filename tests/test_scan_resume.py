@@ -121,3 +121,28 @@ def test_scan_killed_five_times_and_resumed_equals_an_uninterrupted_scan(shared_
         # scores agree to float noise (~1e-7 measured; the batcher promises 1e-5), not bit for bit
         assert math.isclose(r["score"], want["score"], abs_tol=1e-5), (r["path"], r["score"], want["score"])
         assert [t["frame"] for t in r["top_frames"]] == [t["frame"] for t in want["top_frames"]], r["path"]
+
+
+def test_resume_retries_errors_only_when_asked_and_keeps_one_record_each(shared_dir, detector_weights, tmp_path,
+                                                                          capsys):
+    from facexray.cli import main
+
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "good.mp4").symlink_to(shared_dir / "data/real_videos/lia/data__vox__driving2.mp4")
+    (d / "broken.mp4").write_text("not a video\n")
+    out = tmp_path / "r.jsonl"
+    args = ["scan", str(d), "--sample", "uniform=4", "--model", "random", "--out", str(out), "-q"]
+    assert main(args) == 1
+    first = {Path(r["path"]).name: r for r in read_jsonl(out)}
+    assert first["broken.mp4"]["error"] and first["good.mp4"]["error"] is None
+    assert main(args + ["--resume"]) == 1                          # the recorded error still counts
+    assert "skipped 2 already recorded (1 with an error" in capsys.readouterr().err
+    assert len(read_jsonl(out)) == 2
+    assert main(args + ["--retry-errors"]) == 1                    # scanned again, fails again
+    err = capsys.readouterr().err
+    assert "scanned 1 file(s)" in err and "retried 1 error(s)" in err
+    recs = {Path(r["path"]).name: r for r in read_jsonl(out)}
+    assert len(out.read_text().splitlines()) == 2                   # compacted: one line per video
+    assert recs["good.mp4"] == first["good.mp4"]                    # untouched
+    assert recs["broken.mp4"]["key"] == first["broken.mp4"]["key"] and recs["broken.mp4"]["error"]

@@ -33,12 +33,12 @@ import av
 from tqdm import tqdm
 
 from .. import __version__
+from ..batcher import BatchObserver
 from ..contracts import VideoResult
 from ..engines import resolve_engine
 from ..engines.xray import load_xray
 from ..errors import FacexrayError
 from ..faces.detect import DetectorConfig, RetinaFaceDetector
-from ..batcher import BatchObserver
 from ..pipeline import Pipeline, PipelineConfig, PipelineOutput
 from ..report.annotate import annotate, output_name
 from ..report.evidence import Evidence, EvidenceConfig
@@ -70,9 +70,9 @@ class ScanConfig:
 
     `concurrency` videos are decoded at once and share the network batches (None: `auto_concurrency`;
     on Ray, per worker, default 1 on CPU workers). `resume` skips videos whose key (`scan/resume.py`)
-    already has a record in `out`;
-    `retry_errors` (implies `resume`) scans the errored ones again. `ray` is None (this machine),
-    "auto" (a running cluster, else a local one), "local" (a new local one) or a cluster address.
+    already has a record in `out`; `retry_errors` (implies `resume`) scans the errored ones again.
+    `ray` is None (this machine), "auto" (a running cluster, else a local one), "local" (a new local
+    one) or a cluster address.
     """
 
     out: str | None = None
