@@ -3,9 +3,10 @@
 Runs, in one process and one session (so the ratios compare like with like):
   local scan with K = 1, 2 and 4 videos decoded at once (K = 1 is the baseline),
   Ray local (a new local cluster) with 1 and 2 workers.
-Each configuration is scanned `--runs` times; the time is the scan's own (`ScanReport.elapsed_s`:
-from the first video handed out to the last record written, models already loaded and Ray
-workers up), the median is reported with videos/s, frames/s and the ratio to K = 1.
+Each configuration is scanned `--runs` times, round-robin after one warm-up scan (a drift in the
+machine's load then hits every configuration); the time is the scan's own (`ScanReport.elapsed_s`:
+from the first video handed out to the last record written, models already loaded and Ray workers
+up); the median is reported with videos/s, frames/s and the ratio to K = 1.
 Writes benchmarks/results/scan.json (or --name).
 
     python benchmarks/bench_scan.py [--runs 3] [--videos 8] [--sample uniform=8] [--name scan]
@@ -37,18 +38,17 @@ CONFIGS = {  # name: ScanConfig fields
 }
 
 
-def measure(files: list[str], cfg: ScanConfig, runs: int, warmup: int = 0) -> dict:
-    """Median scan time of `runs` scans of `files` (a fresh results file each, after `warmup` untimed ones)."""
-    times, frames = [], 0
-    for i in range(warmup + runs):
-        with tempfile.TemporaryDirectory() as d:
-            rep = scan(files, dataclasses.replace(cfg, out=os.path.join(d, "r.jsonl")))
-        assert rep.exit_code == 0 and len(rep.results) == len(files), rep.exit_code
-        if i >= warmup:
-            times.append(rep.elapsed_s)
-        frames = sum(r.frames_scored for r in rep.results)
+def scan_once(files: list[str], cfg: ScanConfig) -> tuple[float, int]:
+    """One scan of `files` into a fresh results file: its scan time and the frames it scored."""
+    with tempfile.TemporaryDirectory() as d:
+        rep = scan(files, dataclasses.replace(cfg, out=os.path.join(d, "r.jsonl")))
+    assert rep.exit_code == 0 and len(rep.results) == len(files), rep.exit_code
+    return rep.elapsed_s, sum(r.frames_scored for r in rep.results)
+
+
+def summary(n_videos: int, times: list[float], frames: int) -> dict:
     t = statistics.median(times)
-    return {"median_s": round(t, 3), "runs_s": [round(x, 3) for x in times], "videos_per_s": round(len(files) / t, 3),
+    return {"median_s": round(t, 3), "runs_s": [round(x, 3) for x in times], "videos_per_s": round(n_videos / t, 3),
             "frames_per_s": round(frames / t, 2), "frames": frames}
 
 
@@ -63,15 +63,22 @@ def main() -> None:
     files = [str(p) for p in sorted((SHARED / "data/real_videos").rglob("*.mp4"))[::2][:args.videos]]
     base = ScanConfig(model="random", progress=False, pipeline=PipelineConfig(sample=args.sample))
     out: dict = {"machine": machine(), "runs": args.runs, "sample": args.sample, "model": "random",
-                 "videos": [os.path.relpath(f, SHARED) for f in files], "results": {}}
+                 "videos": [os.path.relpath(f, SHARED) for f in files]}
     names = [n for n in CONFIGS if n == "local K=1" or not args.only or n in args.only]
-    for name in names:
-        print(f"== {name}", file=sys.stderr)
-        out["results"][name] = measure(files, dataclasses.replace(base, **CONFIGS[name]), args.runs,
-                                       warmup=int(name == names[0]))  # the first scan of a session warms caches
+    cfgs = {n: dataclasses.replace(base, **CONFIGS[n]) for n in names}
+    scan_once(files, cfgs[names[0]])  # warm-up: the first scan of a session fills caches
+    times: dict[str, list[float]] = {n: [] for n in names}
+    frames: dict[str, int] = {}
+    for run in range(args.runs):  # round-robin, so that a change in the machine's load hits every configuration
+        for name in names:
+            print(f"== run {run + 1}/{args.runs}: {name}", file=sys.stderr)
+            t, frames[name] = scan_once(files, cfgs[name])
+            times[name].append(t)
+    out["results"] = {n: summary(len(files), times[n], frames[n]) for n in names}
     k1 = out["results"]["local K=1"]["median_s"]
     for r in out["results"].values():
         r["speedup_vs_K1"] = round(k1 / r["median_s"], 2)
+    out["load_average_at_end"] = os.getloadavg()
     save(args.name, out)
 
 

@@ -54,14 +54,15 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def auto_concurrency(device: str, cores: int | None = None) -> int:
     """How many videos to decode at once when `--concurrency` is not given.
 
-    On CUDA the networks wait on decoding, which runs on the CPU: one video per core, up to 8.
-    On CPU the networks already use every core, so more videos only fill the gaps while a
-    video decodes or seeks: two per 4 cores, at least 2 (measured: benchmarks/bench_scan.py).
+    On CUDA the networks wait on decoding, which runs on the CPU: one video per core, 2 to 8.
+    On CPU the networks already use every core and each video decodes in its own thread, so
+    more videos only fill the gaps while one seeks: one per 4 cores, at least 1 (on 2 cores,
+    K = 2 and 4 were within run-to-run noise of K = 1: benchmarks/results/scan.json).
     """
     cores = cores or os.cpu_count() or 1
     if device.startswith("cuda"):
         return max(2, min(8, cores))
-    return max(2, min(8, cores // 2))
+    return max(1, min(8, cores // 4))
 
 
 @dataclass
