@@ -77,18 +77,22 @@ def open_video(
     sample: SampleSpec | str = DEFAULT_SAMPLE,
     threads: int = 0,
     options: dict[str, str] | None = None,
+    timeout: tuple[float, float] | None = None,
 ) -> VideoReader:
     """Open a local file or a URL (http, https, rtsp, ...) for reading sampled frames.
 
     `sample` is a `SampleSpec` or its text (`"all"`, `"every=5"`, `"uniform=32"`, `"fps=2"`).
     `threads` is the decoder's thread count (0: FFmpeg chooses). `options` are FFmpeg
     demuxer/protocol options, added to the defaults for network sources (rtsp: TCP
-    transport; all: a 10 s socket timeout, in microseconds as FFmpeg wants).
+    transport; all: a 10 s socket timeout, in microseconds as FFmpeg wants). `timeout`
+    (open, read) in seconds bounds how long opening and any one read of a network source may
+    block (default `NETWORK_TIMEOUT_S` for both); a read that blocks longer raises instead of
+    hanging, which is what a live source's stall watchdog relies on.
     Raises `DecodeError` when the input cannot be opened or gives no frame, and
     `ValueError` for a bad sample spec. A live stream has no duration, so `uniform=N` on it
     would only return when the stream ends: use `fps=F` or `every=K` for live sources.
     """
-    return VideoReader(source, sample, threads=threads, options=options)
+    return VideoReader(source, sample, threads=threads, options=options, timeout=timeout)
 
 
 class VideoReader:
@@ -109,6 +113,7 @@ class VideoReader:
         threads: int = 0,
         options: dict[str, str] | None = None,
         parallel: bool = True,
+        timeout: tuple[float, float] | None = None,
     ):
         self.source_id = str(source)
         self._threads, self._options, self._parallel = threads, options, parallel
@@ -135,7 +140,7 @@ class VideoReader:
         # One converter for the whole read (it keeps its swscale context between frames), single-threaded:
         # per-call thread start-up costs more than it saves for one frame, and readers run side by side.
         self._rgb = VideoReformatter()
-        self._container = _open_container(self.source_id, options)
+        self._container = _open_container(self.source_id, options, timeout)
         try:
             self.info = self._probe(threads)
         except BaseException:
@@ -236,7 +241,7 @@ class VideoReader:
         """For each target (see `uniform_targets`) the first frame with pts >= target - half a frame."""
         targets = uniform_targets(duration, n)
         lo, hi = PARALLEL_TARGETS
-        if self._parallel and lo <= len(targets) <= hi and _url_scheme(self.source_id) is None:
+        if self._parallel and lo <= len(targets) <= hi and url_scheme(self.source_id) is None:
             return self._targets_in_parallel(targets)
         return self._targets(targets)
 
@@ -455,9 +460,10 @@ class VideoReader:
 # -- opening ------------------------------------------------------------------------------
 
 
-def _open_container(source_id: str, options: dict[str, str] | None) -> av.container.InputContainer:
+def _open_container(source_id: str, options: dict[str, str] | None,
+                    timeout: tuple[float, float] | None = None) -> av.container.InputContainer:
     """av.open with the checks that turn FFmpeg's errors into reasons a user can act on."""
-    scheme = _url_scheme(source_id)
+    scheme = url_scheme(source_id)
     path = Path(source_id)
     if scheme is None:
         if not path.exists():
@@ -466,13 +472,14 @@ def _open_container(source_id: str, options: dict[str, str] | None) -> av.contai
             raise DecodeError(source_id, "is a directory, not a video file")
         if path.stat().st_size == 0:
             raise DecodeError(source_id, "file is empty (0 bytes)")
-    container_options = {**default_options(source_id), **(options or {})}
+    timeout = timeout or (NETWORK_TIMEOUT_S, NETWORK_TIMEOUT_S)
+    container_options = {**default_options(source_id, max(timeout)), **(options or {})}
     try:
         return av.open(
             source_id,
             mode="r",
             container_options=container_options,
-            timeout=NETWORK_TIMEOUT_S if scheme else None,
+            timeout=timeout if scheme else None,
         )
     except FileNotFoundError:
         raise DecodeError(source_id, "file not found") from None
@@ -486,17 +493,18 @@ def _open_container(source_id: str, options: dict[str, str] | None) -> av.contai
         raise DecodeError(source_id, f"cannot open ({_message(e)})") from None
 
 
-def default_options(source: str) -> dict[str, str]:
+def default_options(source: str, timeout_s: float = NETWORK_TIMEOUT_S) -> dict[str, str]:
     """FFmpeg options used for a source unless overridden: for network sources a socket timeout, TCP for RTSP."""
-    scheme = _url_scheme(source)
+    scheme = url_scheme(source)
     if scheme in ("rtsp", "rtsps"):
-        return {"rtsp_transport": "tcp", "timeout": str(int(NETWORK_TIMEOUT_S * 1e6))}
+        return {"rtsp_transport": "tcp", "timeout": str(int(timeout_s * 1e6))}
     if scheme in ("http", "https", "tcp", "rtmp", "rtmps"):
-        return {"timeout": str(int(NETWORK_TIMEOUT_S * 1e6))}
+        return {"timeout": str(int(timeout_s * 1e6))}
     return {}
 
 
-def _url_scheme(source: str) -> str | None:
+def url_scheme(source: str) -> str | None:
+    """The lower-cased scheme of a URL ("rtsp", "http", ...), None for a local path."""
     m = _URL.match(source)
     return m.group(1).lower() if m else None
 
