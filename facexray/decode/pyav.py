@@ -67,6 +67,7 @@ _FALLBACK_FPS = 25.0  # FFmpeg's own assumption for streams that carry no timing
 _BLIND_FORWARD_S = 2.0  # with no keyframe index: decode forward rather than seek when this close
 _EPS = 1e-6  # seconds; absorbs float rounding when comparing pts with targets
 PARALLEL_TARGETS = (8, 64)  # uniform=N decodes its two halves at once when N is in this range (local files)
+_TEXT_CODECS = {"ansi", "bintext", "xbin", "idf"}  # FFmpeg's tty demuxers turn any text file or page into these
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 DecodedFrame = tuple[int, "av.VideoFrame"]  # (position in decoder output, frame)
@@ -86,8 +87,10 @@ def open_video(
     demuxer/protocol options, added to the defaults for network sources (rtsp: TCP
     transport; all: a 10 s socket timeout, in microseconds as FFmpeg wants). `timeout`
     (open, read) in seconds bounds how long opening and any one read of a network source may
-    block (default `NETWORK_TIMEOUT_S` for both); a read that blocks longer raises instead of
-    hanging, which is what a live source's stall watchdog relies on.
+    block (default `NETWORK_TIMEOUT_S` for both; the read timeout is also the protocol's socket
+    timeout, which is what ends a read from an RTSP server that went silent): a read that
+    blocks longer ends the stream with a read error instead of hanging, which is what a live
+    source's stall watchdog relies on.
     Raises `DecodeError` when the input cannot be opened or gives no frame, and
     `ValueError` for a bad sample spec. A live stream has no duration, so `uniform=N` on it
     would only return when the stream ends: use `fps=F` or `every=K` for live sources.
@@ -155,6 +158,8 @@ class VideoReader:
         stream = container.streams.video[0]
         if stream.codec_context is None:
             raise DecodeError(self.source_id, "unsupported video codec")
+        if stream.codec_context.name in _TEXT_CODECS:
+            raise DecodeError(self.source_id, "not a video file (text, which FFmpeg would render as ANSI art)")
         self._stream = stream
         self._cc = stream.codec_context
         self._cc.thread_type = "AUTO"
@@ -473,7 +478,7 @@ def _open_container(source_id: str, options: dict[str, str] | None,
         if path.stat().st_size == 0:
             raise DecodeError(source_id, "file is empty (0 bytes)")
     timeout = timeout or (NETWORK_TIMEOUT_S, NETWORK_TIMEOUT_S)
-    container_options = {**default_options(source_id, max(timeout)), **(options or {})}
+    container_options = {**default_options(source_id, timeout[1]), **(options or {})}
     try:
         return av.open(
             source_id,
