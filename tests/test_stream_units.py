@@ -96,12 +96,12 @@ def test_config_from_yaml_with_per_stream_overrides(tmp_path):
     path.write_text("http: 127.0.0.1:9200\nanalysis_fps: 3\nalert: {threshold: 0.7, min_duration_s: 4}\n"
                     "reconnect: {initial_s: 0.5}\nstreams:\n  - rtsp://cam1/live\n"
                     "  - {name: gate, url: 'rtsp://cam2/live', analysis_fps: 1, alert: {threshold: 0.9}}\n")
-    cfg = WatchConfig.from_yaml(path, port=9300)
+    cfg = WatchConfig.load(path, port=9300, alert={"min_duration_s": None, "hysteresis": 0.05})
     assert (cfg.host, cfg.port, cfg.reconnect.initial_s, cfg.reconnect.max_s) == ("127.0.0.1", 9300, 0.5, 30.0)
     live, gate = cfg.streams
     assert (live.name, cfg.analysis_fps_of(live), cfg.alert_of(live).threshold) == ("live", 3, 0.7)
     assert (gate.name, cfg.analysis_fps_of(gate)) == ("gate", 1)
-    assert cfg.alert_of(gate) == AlertConfig(threshold=0.9, min_duration_s=4)   # partial override keeps the rest
+    assert cfg.alert_of(gate) == AlertConfig(threshold=0.9, min_duration_s=4, hysteresis=0.05)   # partial overrides merge
     with pytest.raises(ValueError, match="unknown watch option"):
         WatchConfig.from_dict({"stream": []})
     with pytest.raises(ValueError, match="unique"):

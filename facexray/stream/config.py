@@ -148,14 +148,27 @@ class WatchConfig:
         return cls(**d)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> WatchConfig:
-        """Read a YAML file; `overrides` that are not None win over it (the command-line flags)."""
-        import yaml
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> WatchConfig:
+        """Settings from a YAML file (or none), with `overrides` (the command-line flags) winning.
 
-        d = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a mapping of watch settings")
-        d.update({k: v for k, v in overrides.items() if v is not None})
+        Overrides that are None are ignored; mapping overrides (`alert`, `reconnect`, `detector`)
+        are merged key by key into the file's; `streams` given here are added to the file's.
+        """
+        d: dict[str, Any] = {}
+        if path is not None:
+            import yaml
+
+            d = yaml.safe_load(Path(path).read_text()) or {}
+            if not isinstance(d, dict):
+                raise ValueError(f"{path}: expected a mapping of watch settings")
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if v is not None}
+                d[key] = {**(d.get(key) or {}), **value}
+            elif key == "streams" and value:
+                d["streams"] = list(d.get("streams") or []) + list(value)
+            elif value is not None:
+                d[key] = value
         return cls.from_dict(d)
 
 

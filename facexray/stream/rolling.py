@@ -150,6 +150,13 @@ class RollingScores:
                 events.append(self._event(kind, track, t, window.score, reason="below" if kind == "clear" else None))
         return events
 
+    def close(self, t: float, reason: str = "shutdown") -> list[AlertEvent]:
+        """Clear every open alert (the watch stops watching); the state is forgotten."""
+        events = [self._event("clear", k, t, self._tracks[k].score or 0.0, reason) for k in self.alerting]
+        self._tracks.clear()
+        self._alerts.clear()
+        return events
+
     def _event(self, kind: str, track: int, t: float, score: float, reason: str | None) -> AlertEvent:
         state, window = self._alerts[track], self._tracks[track]
         evidence = window.best[2] if window.best else None
