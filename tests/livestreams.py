@@ -10,8 +10,13 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from facexray.stream.config import ReconnectConfig
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 PROMETHEUS = "/usr/bin/prometheus"
+FAST_RECONNECT = ReconnectConfig(initial_s=0.3, max_s=1.0, jitter=0.1, reset_after_s=2.0, open_timeout_s=5.0,
+                                 stall_s=2.0)
+"""Reconnect settings that keep tests short: sub-second backoff, a 2-s stall watchdog."""
 
 
 def free_port() -> int:
@@ -89,3 +94,17 @@ class TextServer:
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
+
+
+def wait_for(cond, timeout_s: float, what: str) -> None:
+    """Poll `cond()` until true; fail the test saying what did not happen in time."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def facexray_threads() -> list[str]:
+    """Names of the live threads facexray started (they are all named facexray-*)."""
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("facexray-"))

@@ -10,45 +10,14 @@ import time
 
 import pytest
 
-from facexray.stream.config import ReconnectConfig, StreamConfig
+from facexray.stream.config import StreamConfig
 from facexray.stream.metrics import WatchMetrics
 from facexray.stream.source import State, StreamSource
-from livestreams import RtspServer, TextServer, free_port, gst_rtsp_missing
+from livestreams import FAST_RECONNECT, TextServer, facexray_threads, free_port, wait_for
 
 pytestmark = pytest.mark.rtsp
 
-CLIP = "data/real_videos/edtalk/test_data__pose_source2.mp4"  # 60 s talking head, 256², H.264 25 fps
-FAST = ReconnectConfig(initial_s=0.3, max_s=1.0, jitter=0.1, reset_after_s=2.0, open_timeout_s=5.0, stall_s=2.0)
-
-
-@pytest.fixture(scope="session")
-def rtsp_tool(shared_dir):
-    why = gst_rtsp_missing()
-    if why:
-        pytest.skip(why)
-    return shared_dir / "tools" / "rtsp_server_gst.py"
-
-
-@pytest.fixture
-def rtsp_server(rtsp_tool, shared_dir):
-    """Start RTSP servers of real clips (`rtsp_server()` → a running `RtspServer`); all are killed at teardown."""
-    servers: list[RtspServer] = []
-
-    def start(clip: str = CLIP) -> RtspServer:
-        servers.append(RtspServer(rtsp_tool, shared_dir / clip).start())
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.kill()
-
-
-def _wait(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
+FAST = FAST_RECONNECT
 
 
 def _value(metrics: WatchMetrics, name: str, **labels) -> float:
@@ -68,12 +37,8 @@ def _drain(source: StreamSource, stop: threading.Event, got: list, delay_s: floa
     return t
 
 
-def _facexray_threads() -> list[str]:
-    return sorted(t.name for t in threading.enumerate() if t.name.startswith("facexray-"))
-
-
 def test_source_reconnects_after_the_server_dies_and_threads_return_to_baseline(rtsp_server):
-    baseline, baseline_names = threading.active_count(), _facexray_threads()
+    baseline, baseline_names = threading.active_count(), facexray_threads()
     server = rtsp_server()
     metrics = WatchMetrics()
     metrics.register_stream("cam")
@@ -83,17 +48,17 @@ def test_source_reconnects_after_the_server_dies_and_threads_return_to_baseline(
     consumer = _drain(src, stop, got)
     src.start()
     try:
-        _wait(lambda: len(got) >= 5, 15, "frames from the first connection")
+        wait_for(lambda: len(got) >= 5, 15, "frames from the first connection")
         assert src.state is State.UP and _value(metrics, "facexray_stream_up", stream="cam") == 1
         server.kill()
-        _wait(lambda: src.state in (State.BACKOFF, State.CONNECTING), 10, "the stream to notice the server died")
+        wait_for(lambda: src.state in (State.BACKOFF, State.CONNECTING), 10, "the stream to notice the server died")
         time.sleep(5.0)                                                  # the server stays dead for 5 s
         assert src.state is not State.UP and _value(metrics, "facexray_stream_up", stream="cam") == 0
         assert _value(metrics, "facexray_stream_errors_total", stream="cam", reason="refused") >= 2   # retried
         assert src.error is not None
         n_before = len(got)
         server.start()                                                    # same port, back up
-        _wait(lambda: src.state is State.UP and len(got) > n_before + 5, 20, "the stream to come back by itself")
+        wait_for(lambda: src.state is State.UP and len(got) > n_before + 5, 20, "the stream to come back by itself")
         assert src.reconnects == 1 and _value(metrics, "facexray_stream_reconnects_total", stream="cam") == 1
         assert src.error is None
     finally:
@@ -102,7 +67,7 @@ def test_source_reconnects_after_the_server_dies_and_threads_return_to_baseline(
         assert src.join(10)
         consumer.join(5)
     assert src.state is State.STOPPED and _value(metrics, "facexray_stream_state", stream="cam", state="stopped") == 1
-    assert threading.active_count() == baseline and _facexray_threads() == baseline_names
+    assert threading.active_count() == baseline and facexray_threads() == baseline_names
 
 
 def test_stall_watchdog_reconnects_a_frozen_stream(rtsp_server):
@@ -114,11 +79,11 @@ def test_stall_watchdog_reconnects_a_frozen_stream(rtsp_server):
     consumer = _drain(src, stop, got)
     src.start()
     try:
-        _wait(lambda: len(got) >= 3, 15, "first frames")
+        wait_for(lambda: len(got) >= 3, 15, "first frames")
         os.kill(server.proc.pid, signal.SIGSTOP)                         # connection open, no data: a frozen camera
-        _wait(lambda: src.state is not State.UP, 4 * FAST.stall_s, "the watchdog to end the frozen connection")
+        wait_for(lambda: src.state is not State.UP, 4 * FAST.stall_s, "the watchdog to end the frozen connection")
         os.kill(server.proc.pid, signal.SIGCONT)
-        _wait(lambda: src.reconnects >= 1 and src.state is State.UP, 20, "a reconnect after the stall")
+        wait_for(lambda: src.reconnects >= 1 and src.state is State.UP, 20, "a reconnect after the stall")
         assert _value(metrics, "facexray_stream_errors_total", stream="cam", reason="stall") >= 1
     finally:
         src.stop()
@@ -136,7 +101,7 @@ def test_slow_consumer_gets_recent_frames_and_drops_are_counted(rtsp_server):
     consumer = _drain(src, stop, got, delay_s=0.25)                      # 4 frames/s for a 25 fps stream
     src.start()
     try:
-        _wait(lambda: len(got) >= 24, 30, "six seconds of slow consumption")
+        wait_for(lambda: len(got) >= 24, 30, "six seconds of slow consumption")
     finally:
         src.stop()
         stop.set()
@@ -161,7 +126,7 @@ def test_bad_urls_give_clear_states_and_errors(tmp_path):
     try:
         for s in sources.values():
             s.start()
-        _wait(lambda: all(_value(metrics, "facexray_stream_errors_total", stream=n, reason=r) >= 2
+        wait_for(lambda: all(_value(metrics, "facexray_stream_errors_total", stream=n, reason=r) >= 2
                           for n, r in (("wrongport", "refused"), ("text", "not_video"))), 15, "retried failures")
         assert sources["badproto"].join(5) and sources["missing"].join(5)       # hopeless: stopped, not retried
         assert sources["badproto"].state is State.STOPPED and sources["badproto"].error.startswith("invalid_url")
