@@ -1,14 +1,18 @@
-"""Wiring the stages for one source: decode → detect → track → crop → X-ray → aggregate.
+"""Wiring the stages: decode → detect → track → crop → X-ray → aggregate.
 
 Decoding runs in its own thread and hands frames over through a bounded queue,
 so the next frames decode while the networks work (PyAV releases the GIL), and
-memory stays bounded however long the video. Frames are detected in batches of
-`detect_batch`; crops are scored in batches of `xray_batch`, across frames.
+memory stays bounded however long the video. Detection and X-ray each run in a
+`MicroBatcher` owned by the pipeline, so any number of sources scored at once from
+different threads (several videos in `scan`, live streams in `watch`) share their
+batches: up to `detect_batch` frames and `xray_batch` crops, drawn from all sources.
 
 Example (needs the detector weights and a video):
     >>> pipe = Pipeline(RetinaFaceDetector(), load_xray("random"))       # doctest: +SKIP
-    >>> pipe.run("clip.mp4").verdict                                      # doctest: +SKIP
+    >>> pipe.run("clip.mp4").result.verdict                               # doctest: +SKIP
     'real'
+    >>> for r in pipe.score_frames(frames):    # any iterable of Frames of ONE source  # doctest: +SKIP
+    ...     r.frame.pts, [s.prob for s in r.scores]
 """
 
 from __future__ import annotations
@@ -16,20 +20,23 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .aggregate import AggregateConfig, aggregate_scores
+from .batcher import BatchObserver, MicroBatcher
 from .contracts import Face, FaceScore, Frame, VideoResult
 from .decode import DEFAULT_SAMPLE, SampleSpec, open_video
 from .engines import default_batch
 from .engines.xray import XrayRunner
 from .errors import DecodeError
 from .faces.crop import CropSpec, crop_face
-from .faces.detect import RetinaFaceDetector
+from .faces.detect import Detections, RetinaFaceDetector
 from .faces.track import IoUTracker
 
 _END = object()
@@ -39,13 +46,18 @@ _END = object()
 class PipelineConfig:
     """Batching and sampling knobs of the pipeline (detector and verdict knobs live with their stages).
 
-    `detect_batch` frames are handed to the detector at once (it splits them into its own
-    forward batches); `xray_batch` None means the engine's best for its device.
+    `detect_batch` frames and `xray_batch` crops (None: the engine's best for its device)
+    at most go to a network at once, from any number of sources. A batch that is not full
+    is cut after `batch_wait_ms` (what a live frame may wait for company), or at once when
+    a source is blocked on it. Each source keeps at most `inflight_frames` (None:
+    `detect_batch`) frames in each of the two stages.
     """
 
     sample: str = DEFAULT_SAMPLE
     detect_batch: int = 16
     xray_batch: int | None = None
+    batch_wait_ms: float = 50.0
+    inflight_frames: int | None = None
     max_faces_per_frame: int = 4
     queue_frames: int = 32
     decode_threads: int = 0
@@ -54,21 +66,19 @@ class PipelineConfig:
 
 
 @dataclass
+class FrameResult:
+    """One scored frame of a source: the frame and the score of each face found in it (best first)."""
+
+    frame: Frame
+    scores: list[FaceScore]
+
+
+@dataclass
 class PipelineOutput:
     """What one run produced: the record, and the scored faces a report or annotator can draw."""
 
     result: VideoResult
     scores: list[FaceScore]
-
-
-class _Timer(defaultdict):
-    def __init__(self):
-        super().__init__(float)
-
-    def add(self, stage: str, since: float) -> float:
-        now = time.perf_counter()
-        self[stage] += now - since
-        return now
 
 
 def _put(q: "queue.Queue", item: object, stop: threading.Event) -> bool:
@@ -100,18 +110,53 @@ def _decode_into(source: str, sample: SampleSpec, threads: int, q: "queue.Queue"
 
 
 class Pipeline:
-    """Runs one source at a time through the detector and the X-ray engine.
+    """Scores sources through one detector and one X-ray engine, shared by every thread that calls it.
 
+    `run` scores one video to a verdict; `score_frames` scores any stream of frames
+    of one source, frame by frame. Both may be called from many threads at once.
+    `observer(stage, batch_size, seconds)` hears about every network batch.
     Raises `CropSpecMismatch` when the model was trained on another crop than `config.crop`.
     """
 
-    def __init__(self, detector: RetinaFaceDetector, xray: XrayRunner, config: PipelineConfig = PipelineConfig()):
+    def __init__(self, detector: RetinaFaceDetector, xray: XrayRunner, config: PipelineConfig = PipelineConfig(),
+                 observer: BatchObserver | None = None):
         config.crop.check(xray.metadata["crop"])
         self.detector = detector
         self.xray = xray
         self.config = config
         self.crop_spec = config.crop
         self.xray_batch = config.xray_batch or default_batch("xray", xray.engine.device)
+        self.inflight_frames = config.inflight_frames or config.detect_batch
+        wait = config.batch_wait_ms / 1000
+        self._detect = MicroBatcher(self._detect_batch, config.detect_batch, wait, "detect", observer)
+        self._xray = MicroBatcher(self._xray_batch, self.xray_batch, wait, "xray", observer)
+
+    def _detect_batch(self, images: list[np.ndarray]) -> list[tuple[Detections, float]]:
+        t = time.perf_counter()
+        dets = self.detector.detect(images)
+        share = (time.perf_counter() - t) / len(images)
+        return [(d, share) for d in dets]
+
+    def _xray_batch(self, crops: list[np.ndarray]) -> list[tuple[float, np.ndarray, float]]:
+        t = time.perf_counter()
+        probs, maps = self.xray(np.stack(crops))
+        share = (time.perf_counter() - t) / len(crops)
+        return [(float(p), m, share) for p, m in zip(probs, maps)]
+
+    def queue_depth(self) -> dict[str, int]:
+        """Items waiting for a batch, per stage ("detect" frames, "xray" crops)."""
+        return {"detect": self._detect.depth, "xray": self._xray.depth}
+
+    def close(self) -> None:
+        """Finish what is queued and stop the batchers' threads."""
+        self._detect.close()
+        self._xray.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def frames(self, source: str | Path, info: dict):
         """Frames of `source` decoded in a background thread; fills `info` with video info, stats, errors."""
@@ -128,54 +173,69 @@ class Pipeline:
             stop.set()
             worker.join()
 
+    def score_frames(self, frames: Iterable[Frame], tracker: IoUTracker | None = None,
+                     timer: dict[str, float] | None = None, inflight: int | None = None) -> Iterator[FrameResult]:
+        """Score the frames of ONE source, yielding a `FrameResult` per frame in order.
+
+        Up to `inflight` frames (default `config.inflight_frames`; 1 for the lowest latency)
+        wait in each stage, so batches fill from this source and from any others scored at
+        the same time. Faces are linked into tracks by `tracker` (a fresh one by default);
+        `timer` accumulates this source's share of "detect_s", "crop_s" and "xray_s".
+        Raises what a stage raised, for the frames of its batch.
+        """
+        tracker = tracker or IoUTracker()
+        timer = timer if timer is not None else defaultdict(float)
+        window = max(1, inflight or self.inflight_frames)
+        detecting: deque[tuple[Frame, Future]] = deque()
+        scoring: deque[tuple[Frame, list[Face], list[Future]]] = deque()
+
+        def to_xray(block: bool) -> None:
+            while detecting and (block or detecting[0][1].done()):
+                frame, fut = detecting.popleft()
+                det, share = self._detect.result(fut)
+                timer["detect_s"] += share
+                t = time.perf_counter()
+                order = np.argsort(-det.scores)[:self.config.max_faces_per_frame]
+                faces = [Face(frame.index, frame.pts, det.boxes[k], float(det.scores[k]), det.landmarks[k], tid)
+                         for k, tid in zip(order, tracker.update(det.boxes[order]))]
+                crops = [crop_face(frame.image, f.landmarks, self.crop_spec)[0] for f in faces]
+                timer["crop_s"] += time.perf_counter() - t
+                scoring.append((frame, faces, self._xray.submit_many(crops)))
+                block = False
+
+        def finished(block: bool) -> Iterator[FrameResult]:
+            while scoring and (block or all(f.done() for f in scoring[0][2])):
+                frame, faces, futs = scoring.popleft()
+                out = []
+                for face, fut in zip(faces, futs):
+                    prob, xray, share = self._xray.result(fut)
+                    timer["xray_s"] += share
+                    out.append(FaceScore(face, prob, xray))
+                yield FrameResult(frame, out)
+                block = False
+
+        for frame in frames:
+            detecting.append((frame, self._detect.submit(frame.image)))
+            to_xray(block=len(detecting) > window)
+            yield from finished(block=len(scoring) > window)
+        while detecting:
+            to_xray(block=True)
+        while scoring:
+            yield from finished(block=True)
+
     def run(self, source: str | Path) -> PipelineOutput:
         """Score one video; decoding and scoring failures become the record's `error`, never an exception."""
-        cfg = self.config
-        timer = _Timer()
+        timer: dict[str, float] = defaultdict(float)
         t_start = time.perf_counter()
         info: dict = {}
-        tracker = IoUTracker()
         scores: list[FaceScore] = []
-        pending: list[tuple[Face, np.ndarray]] = []
         frames_scored = frames_with_faces = 0
-        batch: list[Frame] = []
-
-        def flush_xray(keep_partial: bool) -> None:
-            """Score pending crops in batches of `xray_batch`; a last partial batch waits unless asked."""
-            t = time.perf_counter()
-            while len(pending) >= self.xray_batch or (pending and not keep_partial):
-                chunk = pending[:self.xray_batch]
-                del pending[:self.xray_batch]
-                probs, maps = self.xray(np.stack([c for _, c in chunk]))
-                scores.extend(FaceScore(f, float(p), m) for (f, _), p, m in zip(chunk, probs, maps))
-            timer.add("xray_s", t)
-
-        def flush_detect() -> None:
-            nonlocal frames_scored, frames_with_faces
-            t = time.perf_counter()
-            dets = self.detector.detect([f.image for f in batch])
-            t = timer.add("detect_s", t)
-            for frame, det in zip(batch, dets):
-                order = np.argsort(-det.scores)[:cfg.max_faces_per_frame]
-                ids = tracker.update(det.boxes[order])
-                frames_scored += 1
-                frames_with_faces += bool(len(order))
-                for k, tid in zip(order, ids):
-                    face = Face(frame.index, frame.pts, det.boxes[k], float(det.scores[k]), det.landmarks[k], tid)
-                    pending.append((face, crop_face(frame.image, face.landmarks, self.crop_spec)[0]))
-            batch.clear()
-            timer.add("crop_s", t)
-            flush_xray(keep_partial=True)
-
         error = None
         try:
-            for frame in self.frames(source, info):
-                batch.append(frame)
-                if len(batch) >= cfg.detect_batch:
-                    flush_detect()
-            if batch:
-                flush_detect()
-            flush_xray(keep_partial=False)
+            for r in self.score_frames(self.frames(source, info), timer=timer):
+                frames_scored += 1
+                frames_with_faces += bool(r.scores)
+                scores.extend(r.scores)
             if "error" in info:
                 raise info["error"]
         except DecodeError as e:
@@ -188,7 +248,7 @@ class Pipeline:
                               scores)
 
     def _result(self, path: str, scores: list[FaceScore], frames_scored: int, frames_with_faces: int,
-                info: dict, timer: _Timer, error: str | None) -> VideoResult:
+                info: dict, timer: dict[str, float], error: str | None) -> VideoResult:
         agg = aggregate_scores(scores, self.config.aggregate)
         video = info.get("video")
         stats = info.get("stats", {})

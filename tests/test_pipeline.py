@@ -30,7 +30,8 @@ def detector(models_dir):
 def test_xray_batches_never_exceed_the_configured_size(shared_dir, detector):
     clip = shared_dir / "data/real_videos/facenet_pytorch/examples__video.mp4"     # several faces per frame
     rec = _BatchRecorder(load_xray("random"))
-    out = Pipeline(detector, rec, PipelineConfig(sample="uniform=16", xray_batch=5)).run(clip)
+    # with a wait this long, only the source itself (blocked on its last crops) cuts a batch short
+    out = Pipeline(detector, rec, PipelineConfig(sample="uniform=16", xray_batch=5, batch_wait_ms=60_000)).run(clip)
     assert out.result.error is None
     assert out.result.faces_scored == sum(rec.sizes) == len(out.scores) > 16      # more faces than frames
     assert max(rec.sizes) <= 5 and rec.sizes.count(5) >= len(rec.sizes) - 1

@@ -114,13 +114,28 @@ class RetinaFaceDetector:
 
     def detect(self, images: Sequence[np.ndarray] | torch.Tensor) -> list[Detections]:
         """Detect faces in each image: RGB uint8 HWC numpy arrays of any sizes, or a uint8
-        tensor (N, H, W, 3) of equal-size frames (on any device). One `Detections` per image."""
-        results: list[Detections] = []
+        tensor (N, H, W, 3) of equal-size frames (on any device). One `Detections` per image.
+
+        Images share a forward pass only with images of the same network input size, so an
+        image's detections never depend on the sizes of the others in the call (letterbox
+        padding up to a larger neighbour would shift them slightly).
+        """
         step = max(1, self.config.max_batch or default_batch("detect", self.device))
-        for start in range(0, len(images), step):
-            chunk = images[start:start + step]
-            batch, scales = self.preprocess(chunk)
-            results += self.postprocess(self.engine(batch), tuple(batch.shape[-2:]), scales)
+        is_tensor = isinstance(images, torch.Tensor)
+        sizes = [tuple(images.shape[1:3])] * len(images) if is_tensor else [im.shape[:2] for im in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (h, w) in enumerate(sizes):
+            nh, nw = self._scale(h, w)
+            groups.setdefault((_ceil32(nh), _ceil32(nw)), []).append(i)
+        results: list[Detections | None] = [None] * len(images)
+        for idx in groups.values():
+            for start in range(0, len(idx), step):
+                part = idx[start:start + step]
+                # a tensor holds frames of one size, so its single group is contiguous
+                chunk = images[part[0]:part[-1] + 1] if is_tensor else [images[i] for i in part]
+                batch, scales = self.preprocess(chunk)
+                for i, det in zip(part, self.postprocess(self.engine(batch), tuple(batch.shape[-2:]), scales)):
+                    results[i] = det
         return results
 
     # -- stages ---------------------------------------------------------------------------
