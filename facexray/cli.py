@@ -270,9 +270,9 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help=f"cpu or cuda[:N] (default {w.device})")
     p.add_argument("--detector-weights", metavar="PATH", help="RetinaFace weights (.pth)")
     p.add_argument("--max-batch", type=int, metavar="N",
-                   help=f"most frames in one cross-stream detection batch (default {w.max_batch})")
+                   help=f"most frames in one cross-stream detection batch (default {w.pipeline.detect_batch})")
     p.add_argument("--max-wait-ms", type=float, metavar="MS",
-                   help=f"longest a frame waits for its batch to fill (default {w.max_wait_ms})")
+                   help=f"longest a partial batch waits for frames of other streams (default {w.pipeline.batch_wait_ms})")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=_run_watch)
 
@@ -289,7 +289,7 @@ def _run_watch(a: argparse.Namespace) -> int:
             a.config, streams=streams_from_urls(a.urls), http=a.http, analysis_fps=a.analysis_fps,
             queue_frames=a.queue_frames, events=a.events, images=a.images, webhook=a.webhook,
             webhook_retries=a.webhook_retries, model=a.model, engine=a.engine, device=a.device,
-            max_batch=a.max_batch, max_wait_ms=a.max_wait_ms,
+            pipeline={"detect_batch": a.max_batch, "batch_wait_ms": a.max_wait_ms},
             alert={"threshold": a.threshold, "min_duration_s": a.min_duration, "hysteresis": a.hysteresis,
                    "window_s": a.window},
             reconnect={"stall_s": a.stall_timeout, "max_s": a.backoff_max},

@@ -32,6 +32,7 @@ from typing import Any
 from ..aggregate import AggregateConfig
 from ..decode.pyav import NETWORK_TIMEOUT_S
 from ..faces.detect import DetectorConfig
+from ..pipeline import PipelineConfig
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9108
 
@@ -92,7 +93,8 @@ class WatchConfig:
     `analysis_fps` 0 analyses as many frames as the engines keep up with (always the newest).
     `queue_frames` is each stream's frame queue: when full the oldest frame is dropped, so a
     slow consumer never makes a stream lag behind live. `events` "-" writes alert events to
-    stdout. `max_batch` / `max_wait_ms` bound the cross-stream detection batches.
+    stdout. `pipeline.detect_batch` / `pipeline.batch_wait_ms` bound the cross-stream detection
+    batches (YAML `pipeline: {detect_batch: 8, batch_wait_ms: 20}`).
     """
 
     streams: tuple[StreamConfig, ...] = ()
@@ -111,9 +113,7 @@ class WatchConfig:
     engine: str = "auto"
     device: str = "cpu"
     detector: DetectorConfig = field(default_factory=DetectorConfig)
-    max_faces_per_frame: int = 4
-    max_batch: int = 8
-    max_wait_ms: float = 20.0
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def analysis_fps_of(self, stream: StreamConfig) -> float:
         return self.analysis_fps if stream.analysis_fps is None else stream.analysis_fps
@@ -123,7 +123,7 @@ class WatchConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WatchConfig:
-        """Build from plain data (YAML): `http: HOST:PORT`, nested `reconnect`, `alert`, `detector`.
+        """Build from plain data (YAML): `http: HOST:PORT`, nested `reconnect`, `alert`, `detector`, `pipeline`.
 
         `streams` entries are URLs or mappings with `url` and optionally `name`, `analysis_fps`,
         `alert` (a partial mapping over the watch's alert rule). Unknown keys raise `ValueError`.
@@ -134,7 +134,7 @@ class WatchConfig:
             d.setdefault("host", host)
             d.setdefault("port", port)
         _check_keys(cls, d, "watch")
-        for key, sub in (("reconnect", ReconnectConfig), ("detector", DetectorConfig)):
+        for key, sub in (("reconnect", ReconnectConfig), ("detector", DetectorConfig), ("pipeline", PipelineConfig)):
             if isinstance(d.get(key), dict):
                 _check_keys(sub, d[key], key)
                 d[key] = sub(**d[key])
@@ -151,7 +151,7 @@ class WatchConfig:
     def load(cls, path: str | Path | None = None, **overrides: Any) -> WatchConfig:
         """Settings from a YAML file (or none), with `overrides` (the command-line flags) winning.
 
-        Overrides that are None are ignored; mapping overrides (`alert`, `reconnect`, `detector`)
+        Overrides that are None are ignored; mapping overrides (`alert`, `reconnect`, `detector`, `pipeline`)
         are merged key by key into the file's; `streams` given here are added to the file's.
         """
         d: dict[str, Any] = {}
@@ -165,8 +165,8 @@ class WatchConfig:
             if isinstance(value, dict):
                 value = {k: v for k, v in value.items() if v is not None}
                 d[key] = {**(d.get(key) or {}), **value}
-            elif key == "streams" and value:
-                d["streams"] = list(d.get("streams") or []) + list(value)
+            elif key == "streams":
+                d["streams"] = list(d.get("streams") or []) + list(value or [])
             elif value is not None:
                 d[key] = value
         return cls.from_dict(d)

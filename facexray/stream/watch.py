@@ -1,12 +1,15 @@
 """`facexray watch`: the wiring of live monitoring, from sources to alerts and metrics, and a clean shutdown.
 
     sources (one reader thread each) ──newest frames──▶ analysers (one thread per stream)
-        ──submit──▶ the shared micro-batcher (pipeline.py: detection batches across streams, crops, X-ray)
-        ──faces──▶ IoU tracker ──▶ rolling scores + alert rule ──▶ events (JSONL, images, webhook), metrics
+        ──▶ ONE shared `Pipeline` (its micro-batchers put frames of all streams into one detection
+            batch, then crops of all streams into one X-ray batch; faces tracked per stream)
+        ──▶ rolling scores + alert rule ──▶ events (JSONL, images, webhook), metrics
 
-Each stream's analyser takes the newest waiting frame, waits for its faces to be scored (the
-batcher groups frames of all streams into one detection batch), tracks them, updates the
-rolling scores and emits alerts. While it waits, its source keeps only the newest frames
+Each stream's analyser takes the oldest of the few newest frames waiting, and waits for its
+faces to be scored (`Pipeline.score_frames` on that one frame, with the stream's tracker: a
+blocked caller cuts a partial batch at once, so a frame never waits for company it does not
+need, while frames that other streams queued meanwhile share the next batch). It then
+updates the rolling scores and emits alerts. While it waits, its source keeps only the newest frames
 (older ones are dropped and counted), so a slow machine analyses fewer frames, never older ones.
 
 SIGTERM and SIGINT stop the sources, let each analyser finish the frame in hand, write the
@@ -23,6 +26,7 @@ import logging
 import signal
 import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,12 +38,13 @@ from ..errors import FacexrayError
 from ..faces.crop import crop_face
 from ..faces.detect import RetinaFaceDetector
 from ..faces.track import IoUTracker
+from ..pipeline import Pipeline
 from .alerts import AlertSink, iso_time
 from .config import StreamConfig, WatchConfig
 from .metrics import WatchMetrics
 from .rolling import AlertEvent, RollingScores
 from .server import HealthServer
-from .source import LiveFrame, State, StreamSource
+from .source import State, StreamSource
 
 log = logging.getLogger("facexray.stream")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
@@ -75,9 +80,8 @@ class Watch:
         self.metrics = WatchMetrics()
         self.server: HealthServer | None = None
         self.sink: AlertSink | None = None
-        self.scorer = None
+        self.pipeline: Pipeline | None = None
         self.model_name: str | None = None
-        self.crop_spec = None
         self.warning: str | None = None
         self._stop = threading.Event()
         self._streams: dict[str, _StreamState] = {}
@@ -92,10 +96,13 @@ class Watch:
             self.metrics.register_stream(s.name)
         self.metrics.queue_depth.labels(stage="frames").set_function(
             lambda: sum(len(st.source.frames) for st in self._streams.values()))
+        for stage in ("detect", "xray"):
+            self.metrics.queue_depth.labels(stage=stage).set_function(
+                lambda stage=stage: self.pipeline.queue_depth()[stage] if self.pipeline else 0)
         self.server = HealthServer(self.metrics.registry, self.readiness, cfg.host, cfg.port)
         self.server.start()
         log.info("metrics and health on %s (/metrics, /healthz, /readyz)", self.server.url)
-        self.scorer = self._load_engines()
+        self.pipeline = self._load_engines()
         self.sink = AlertSink(cfg.events, cfg.images, cfg.webhook, cfg.webhook_retries, cfg.webhook_timeout_s)
         for s in cfg.streams:
             source = StreamSource(s, cfg.analysis_fps_of(s), cfg.reconnect, cfg.queue_frames, self.metrics)
@@ -106,15 +113,19 @@ class Watch:
                                          daemon=True)
             st.thread.start()
 
-    def _load_engines(self):
+    def _load_engines(self) -> Pipeline:
         cfg = self.cfg
         xray = load_xray(cfg.model, engine=cfg.engine, device=cfg.device)
         detector = RetinaFaceDetector(config=cfg.detector, engine=cfg.engine, device=cfg.device)
-        self.model_name, self.crop_spec = xray.name, xray.crop_spec
+        self.model_name = xray.name
         if xray.is_random:
             self.warning = "scored with RANDOM weights (--model random): a plumbing check, the scores mean nothing"
             log.warning(self.warning)
-        return _make_scorer(detector, xray, cfg, self.metrics)
+        return Pipeline(detector, xray, cfg.pipeline, observer=self._observe_batch)
+
+    def _observe_batch(self, stage: str, size: int, seconds: float) -> None:
+        self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
+        self.metrics.batch_size.labels(stage=stage).observe(size)
 
     def stop(self) -> None:
         """Ask everything to stop (safe from a signal handler or another thread)."""
@@ -160,15 +171,15 @@ class Watch:
                 log.warning("stream %s: reader still blocked in a read at shutdown", st.cfg.name)
             if st.thread is not None:
                 st.thread.join()
-        if self.scorer is not None:
-            self.scorer.close()
-            self.scorer = None
         if self.sink is not None:
             for st in self._streams.values():
                 for e in st.rolling.close(time.monotonic()):
                     self._emit(e, st)
             self.sink.close()
             self.sink = None
+        if self.pipeline is not None:
+            self.pipeline.close()
+            self.pipeline = None
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -179,7 +190,7 @@ class Watch:
         """Ready when the engines are loaded and at least one stream is up; with every stream's state."""
         streams = {name: {"state": st.source.state.value, "error": st.source.error,
                           "reconnects": st.source.reconnects} for name, st in self._streams.items()}
-        engines = self.scorer is not None
+        engines = self.pipeline is not None
         up = any(st.source.state is State.UP for st in self._streams.values())
         return engines and up, {"engines_loaded": engines, "streams": streams}
 
@@ -188,6 +199,7 @@ class Watch:
     def _analyse(self, st: _StreamState) -> None:
         """One stream's loop: newest frame → faces → tracks → rolling scores → alerts and metrics."""
         name, m = st.cfg.name, self.metrics
+        timer: dict[str, float] = defaultdict(float)
         while not self._stop.is_set():
             item = st.source.frames.get(timeout=_POLL_S)
             if item is None:
@@ -195,18 +207,18 @@ class Watch:
                     break
                 self._events(st, st.rolling.update(time.monotonic(), []))
                 continue
+            crop_s = timer["crop_s"]
             try:
-                scored = self.scorer.score(item.frame)
+                [result] = self.pipeline.score_frames([item.frame], tracker=st.tracker, timer=timer, inflight=1)
             except Exception:  # one bad frame is logged and skipped, never the end of the stream
                 log.exception("stream %s: scoring a frame failed", name)
                 continue
-            faces = scored[:self.cfg.max_faces_per_frame]
-            ids = st.tracker.update(np.array([f.box for f, _, _ in faces]).reshape(-1, 4))
-            samples = [(tid, prob, _Evidence(item.frame.image, face, prob, xray))
-                       for tid, (face, prob, xray) in zip(ids, faces)]
+            m.stage_seconds.labels(stage="crop").observe(timer["crop_s"] - crop_s)
+            samples = [(s.face.track_id, s.prob, _Evidence(item.frame.image, s.face, s.prob, s.xray))
+                       for s in result.scores]
             self._events(st, st.rolling.update(item.captured, samples))
             m.frames_analyzed.labels(stream=name).inc()
-            m.faces.labels(stream=name).inc(len(faces))
+            m.faces.labels(stream=name).inc(len(samples))
             m.fake_score.labels(stream=name).set(st.rolling.score or 0.0)
             m.latency.labels(stream=name).observe(time.monotonic() - item.captured)
 
@@ -228,7 +240,7 @@ class Watch:
         if ev is not None and e.kind == "alert":
             record.update(frame_pts=round(ev.face.pts, 3), frame_index=ev.face.frame_index,
                           face_score=round(ev.prob, 5), box=[round(float(v), 1) for v in ev.face.box])
-            crop = crop_face(ev.image, ev.face.landmarks, self.crop_spec)[0]
+            crop = crop_face(ev.image, ev.face.landmarks, self.pipeline.crop_spec)[0]
             xray = ev.xray
         record.update(model=self.model_name, warning=self.warning, facexray_version=__version__)
         self.sink.emit(record, crop, xray)
@@ -246,8 +258,4 @@ def run_watch(cfg: WatchConfig) -> int:
     return watch.run()
 
 
-def _make_scorer(detector: RetinaFaceDetector, xray, cfg: WatchConfig, metrics: WatchMetrics):
-    raise NotImplementedError("waiting for the shared micro-batcher in pipeline.py")
-
-
-__all__ = ["Watch", "run_watch", "LiveFrame"]
+__all__ = ["Watch", "run_watch"]
