@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from facexray.stream.config import WatchConfig
-from facexray.stream.source import State
 from facexray.stream.watch import Watch
 from livestreams import FAST_RECONNECT, PROMETHEUS, TextServer, facexray_threads, free_port, wait_for, wait_port
 
@@ -100,7 +99,7 @@ def test_two_streams_alerts_bad_urls_and_a_server_restart(rtsp_server, detector_
         a_up = _metric(_get(url + "/metrics")[1], "facexray_frames_analyzed_total", stream="a")
         wait_for(lambda: _metric(_get(url + "/metrics")[1], "facexray_frames_analyzed_total", stream="a") > a_up + 2,
               15, "a analysed again")
-        assert watch._streams["a"].source.state is State.UP
+        assert watch.readiness()[1]["streams"]["a"]["state"] == "up"
     finally:
         watch.stop()
         assert watch.wait() == 0

@@ -101,7 +101,7 @@ class WatchConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     analysis_fps: float = 2.0
-    queue_frames: int = 2
+    queue_frames: int = 1
     reconnect: ReconnectConfig = field(default_factory=ReconnectConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
     events: str = "-"

@@ -85,12 +85,14 @@ class Watch:
         self.warning: str | None = None
         self._stop = threading.Event()
         self._streams: dict[str, _StreamState] = {}
-        self._wall_offset = time.time() - time.monotonic()
 
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open the HTTP port, load the engines, start every stream. Raises `FacexrayError` if models fail."""
+        """Open the HTTP port, load the engines, start every stream.
+
+        Raises `OSError` when the port cannot be opened, `FacexrayError` when the models cannot be loaded.
+        """
         cfg = self.cfg
         for s in cfg.streams:
             self.metrics.register_stream(s.name)
@@ -152,6 +154,10 @@ class Watch:
         try:
             try:
                 self.start()
+            except OSError as e:
+                log.error("cannot listen on %s:%d: %s", self.cfg.host, self.cfg.port, e.strerror or e)
+                self.shutdown()
+                return EXIT_USAGE
             except (FacexrayError, RuntimeError, ValueError) as e:
                 log.error("cannot start: %s", e)
                 self.shutdown()
@@ -230,9 +236,10 @@ class Watch:
 
     def _emit(self, e: AlertEvent, st: _StreamState) -> None:
         rule = self.cfg.alert_of(st.cfg)
+        wall = time.time() - time.monotonic()  # event times are monotonic; the clock may have been set since start
         record = {"event": e.kind, "stream": e.stream, "url": st.cfg.url, "track": e.track,
-                  "start": iso_time(e.start + self._wall_offset), "end": iso_time(e.end + self._wall_offset),
-                  "start_ts": round(e.start + self._wall_offset, 3), "end_ts": round(e.end + self._wall_offset, 3),
+                  "start": iso_time(e.start + wall), "end": iso_time(e.end + wall),
+                  "start_ts": round(e.start + wall, 3), "end_ts": round(e.end + wall, 3),
                   "duration_s": round(e.end - e.start, 3), "score": round(e.score, 5), "peak": round(e.peak, 5),
                   "threshold": rule.threshold, "clear_below": round(rule.clear_below, 5), "reason": e.reason}
         crop = xray = None
