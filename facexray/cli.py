@@ -18,17 +18,20 @@ output: one JSON line per file in --out (path, verdict, score, frames and faces 
 top frames with timestamps, per-stage timings, error). Verdicts: real, fake, no_face, error.
 
 exit codes:
-  0  every file was scanned          1  some files could not be scanned (see their `error`)
+  0  every file was scanned          1  some files could not be scanned (see their `error`),
+                                       or their --annotate/--report evidence could not be written
   2  bad usage or no video found     3  the models could not be loaded
 
 examples:
   facexray scan videos/ --out results.jsonl
   facexray scan clip.mp4 --sample all --engine onnxruntime
   facexray scan videos/ --model random --out r.jsonl     # plumbing check, meaningless scores
+  facexray scan videos/ --out r.jsonl --report report.html --annotate annotated/
 """
 
 
-def _add_scan(sub: argparse._SubParsersAction) -> None:
+def _add_scoring_options(p: argparse.ArgumentParser) -> None:
+    """The options of `scan` and `explain` that say how files are scored."""
     from .aggregate import AggregateConfig
     from .decode import DEFAULT_SAMPLE
     from .engines import DEFAULT_BATCH, ENGINES
@@ -36,11 +39,6 @@ def _add_scan(sub: argparse._SubParsersAction) -> None:
     from .pipeline import PipelineConfig
 
     det, pipe, agg = DetectorConfig(), PipelineConfig(), AggregateConfig()
-    p = sub.add_parser("scan", help="scan video files and folders for face forgeries",
-                       description="Score every video under PATH... for face forgery with Face X-ray.",
-                       epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders (searched recursively)")
-    p.add_argument("--out", "-o", metavar="FILE", help="append one JSON record per file to FILE (JSONL)")
     p.add_argument("--sample", default=DEFAULT_SAMPLE, metavar="SPEC",
                    help=f"which frames to score: uniform=N | every=K | fps=F | all (default {DEFAULT_SAMPLE})")
     p.add_argument("--engine", default="auto", choices=ENGINES,
@@ -65,25 +63,79 @@ def _add_scan(sub: argparse._SubParsersAction) -> None:
                    help="faces per X-ray batch (default: the best measured for the device, "
                         f"{DEFAULT_BATCH['cpu']['xray']} on CPU, {DEFAULT_BATCH['cuda']['xray']} on CUDA)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def _add_scan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scan", help="scan video files and folders for face forgeries",
+                       description="Score every video under PATH... for face forgery with Face X-ray.",
+                       epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders (searched recursively)")
+    p.add_argument("--out", "-o", metavar="FILE", help="append one JSON record per file to FILE (JSONL)")
+    p.add_argument("--annotate", metavar="DIR",
+                   help="write each file annotated (face boxes, track ids, scores, X-ray maps) as DIR/NAME.xray.mp4 "
+                        "(images: .xray.png)")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="write a self-contained HTML report: files by score, score timelines, top faces and X-rays")
+    _add_scoring_options(p)
     p.set_defaults(func=_run_scan)
 
 
-def _run_scan(a: argparse.Namespace) -> int:
+def _scan_config(a: argparse.Namespace):
     from dataclasses import replace
 
     from .aggregate import AggregateConfig
     from .faces.detect import DetectorConfig
     from .pipeline import PipelineConfig
-    from .scan import ScanConfig, run_scan
+    from .report.evidence import EvidenceConfig
+    from .report.html import ReportConfig
+    from .scan import ScanConfig
 
-    cfg = ScanConfig(
+    return ScanConfig(
         out=a.out, model=a.model, engine=a.engine, device=a.device,
         detector=replace(DetectorConfig(), weights=a.detector_weights, min_face=a.min_face,
                          score_threshold=a.det_threshold),
         pipeline=replace(PipelineConfig(), sample=a.sample, detect_batch=a.detect_batch, xray_batch=a.xray_batch,
                          aggregate=replace(AggregateConfig(), threshold=a.threshold, top_k=a.top_k)),
+        evidence=EvidenceConfig(annotate_dir=getattr(a, "annotate", None), report=getattr(a, "report", None),
+                                html=replace(ReportConfig(), threshold=a.threshold)),
         progress=not a.quiet)
-    return run_scan(a.paths, cfg)
+
+
+def _run_scan(a: argparse.Namespace) -> int:
+    from .scan import run_scan
+
+    return run_scan(a.paths, _scan_config(a))
+
+
+EXPLAIN_EPILOG = """\
+output: FILE annotated — each face's box, track id and fake probability, with the X-ray
+boundary map blended over it: a PNG for an image, an H.264 MP4 for a video (every frame,
+at the input's fps; a frame that was not scored shows each track's nearest scored face
+when one lies within half a second, with a thin box). The verdict is printed as in `scan`.
+
+examples:
+  facexray explain clip.mp4 --out clip.xray.mp4
+  facexray explain face.jpg --model random       # writes face.xray.png; meaningless scores
+"""
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="show where one image or video looks blended (annotated PNG or MP4)",
+                       description="Score one image or video and draw the evidence on it: face boxes, track ids, "
+                                   "scores and the X-ray boundary map.",
+                       epilog=EXPLAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", metavar="FILE", help="an image or a video")
+    p.add_argument("--out", "-o", dest="image_out", metavar="PATH",
+                   help="annotated output (default: FILE's name with .xray.png or .xray.mp4, in this folder)")
+    p.add_argument("--record", dest="out", metavar="FILE.jsonl", help="also append the scan record to this file")
+    _add_scoring_options(p)
+    p.set_defaults(func=_run_explain)
+
+
+def _run_explain(a: argparse.Namespace) -> int:
+    from .scan.runner import run_explain
+
+    return run_explain(a.file, a.image_out, _scan_config(a))
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
@@ -308,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"facexray {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     _add_scan(sub)
+    _add_explain(sub)
     _add_prepare(sub)
     _add_train(sub)
     _add_eval(sub)
@@ -322,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.command == "scan":
+    if args.command in ("scan", "explain"):
         from .decode import SampleSpec
         try:
             SampleSpec.parse(args.sample)

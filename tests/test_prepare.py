@@ -266,6 +266,7 @@ def test_prepare_reads_the_faceforensics_layout(detector_weights, shared_dir, tm
     srcs = {s.path: s for s in find_sources([root])}
     assert set(srcs) == {original.resolve(), fake.resolve(), unmasked.resolve()}     # masks are no inputs
     assert srcs[fake.resolve()].mask == mask_video.resolve()
+    assert srcs[unmasked.resolve()].mask is None and srcs[unmasked.resolve()].original == original.resolve()
 
     out = tmp_path / "dataset"
     report = prepare([root], out, sample="uniform=2", workers=1, progress=False)
@@ -277,7 +278,10 @@ def test_prepare_reads_the_faceforensics_layout(detector_weights, shared_dir, tm
         if r["source"] == str(original.resolve()):
             assert (r["label"], r["method"], r["mask"]) == ("real", None, None)
         elif r["source"] == str(unmasked.resolve()):
-            assert (r["label"], r["method"], r["mask"]) == ("fake", "Face2Face", None)
+            # no mask video: the SSIM difference against the original, here the very same frames
+            assert (r["label"], r["method"]) == ("fake", "Face2Face")
+            diff = cv2.imread(str(out / r["mask"]), cv2.IMREAD_UNCHANGED)
+            assert diff.shape == (320, 320) and diff.max() == 0
         else:
             assert (r["label"], r["method"]) == ("fake", "Deepfakes")
             assert r["video"] == "FF++/manipulated_sequences/Deepfakes/c23/videos/000_003"

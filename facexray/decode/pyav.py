@@ -58,6 +58,7 @@ from av.video.reformatter import VideoReformatter
 from facexray.contracts import Frame
 from facexray.decode.info import VideoInfo
 from facexray.decode.sampling import DEFAULT_SAMPLE, SampleSpec, StrideReservoir, uniform_targets
+from facexray.decode.still import ImageReader, is_image_path
 from facexray.errors import DecodeError
 
 NETWORK_TIMEOUT_S = 10.0
@@ -79,7 +80,7 @@ def open_video(
     threads: int = 0,
     options: dict[str, str] | None = None,
     timeout: tuple[float, float] | None = None,
-) -> VideoReader:
+) -> VideoReader | ImageReader:
     """Open a local file or a URL (http, https, rtsp, ...) for reading sampled frames.
 
     `sample` is a `SampleSpec` or its text (`"all"`, `"every=5"`, `"uniform=32"`, `"fps=2"`).
@@ -94,7 +95,11 @@ def open_video(
     Raises `DecodeError` when the input cannot be opened or gives no frame, and
     `ValueError` for a bad sample spec. A live stream has no duration, so `uniform=N` on it
     would only return when the stream ends: use `fps=F` or `every=K` for live sources.
+    A local picture (`still.IMAGE_EXTENSIONS`: photos, animated WebP) opens as an
+    `ImageReader`, which reads like a video of its frames.
     """
+    if is_image_path(source):
+        return ImageReader(source, sample)
     return VideoReader(source, sample, threads=threads, options=options, timeout=timeout)
 
 

@@ -161,3 +161,35 @@ class StrideReservoir(Generic[T]):
                 used.add(j)
                 out.append(self.kept[j][1])
         return out
+
+
+def pick_frames(pts: list[float], spec: SampleSpec) -> list[int]:
+    """Indices of the frames `spec` picks from frames with these timestamps (seconds, increasing).
+
+    The rules the video readers follow, for sources whose frames are all known up front
+    (animated images): `every=K` takes indices 0, K, 2K...; `fps=F` the first frame of each
+    1/F slot; `uniform=N` for each of `uniform_targets` the first frame with pts at or after
+    the target less half a frame interval, never the same frame twice; a one-frame source
+    gives its frame for any spec.
+    """
+    n = len(pts)
+    if n <= 1 or spec.mode == "all":
+        return list(range(n))
+    if spec.mode == "every":
+        return list(range(0, n, int(spec.value)))  # type: ignore[arg-type]
+    if spec.mode == "fps":
+        picked, next_t = [], -math.inf
+        for i, t in enumerate(pts):
+            if t >= next_t - 1e-6:
+                picked.append(i)
+                next_t = (math.floor(t * float(spec.value) + 1e-6) + 1) / float(spec.value)  # type: ignore[arg-type]
+        return picked
+    step = (pts[-1] - pts[0]) / (n - 1)
+    duration = pts[-1] - pts[0] + step
+    picked = []
+    for target in uniform_targets(duration, int(spec.value)):  # type: ignore[arg-type]
+        start = picked[-1] + 1 if picked else 0
+        i = next((j for j in range(start, n) if pts[j] - pts[0] >= target - step / 2 - 1e-6), None)
+        if i is not None:
+            picked.append(i)
+    return picked

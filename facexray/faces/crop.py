@@ -129,3 +129,22 @@ def to_frame_coords(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     inv = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
     pts = np.asarray(points, np.float64)
     return pts @ inv[:, :2].T + inv[:, 2]
+
+
+def to_frame_image(image: np.ndarray, matrix: np.ndarray, roi: tuple[int, int, int, int],
+                   crop_size: int) -> np.ndarray:
+    """Map an image drawn in crop coordinates back onto the frame: the inverse of `crop_face`'s warp.
+
+    `image` covers the whole crop at any resolution (e.g. the 64×64 X-ray map of a
+    `crop_size` crop); `matrix` is the 2×3 that `crop_face` returned; `roi` is
+    (x, y, width, height) of the frame region wanted, so a face on a 4K frame costs only
+    its own pixels. Outside the crop the result is 0. Returns an array of `roi`'s size
+    with `image`'s channels and dtype.
+    """
+    x, y, w, h = roi
+    k = image.shape[0] / crop_size  # crop pixel centre c ↦ image pixel (c + 0.5)·k − 0.5
+    to_image = np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5], [0.0, 0.0, 1.0]])
+    from_roi = np.array([[1.0, 0.0, x], [0.0, 1.0, y], [0.0, 0.0, 1.0]])
+    m = (to_image @ np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]]) @ from_roi)[:2]
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)

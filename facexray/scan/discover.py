@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..decode import IMAGE_EXTENSIONS
+
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".m2ts",
     ".3gp", ".ogv", ".mts", ".gif",
 })
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+"""What a folder scan picks up: videos, and pictures (photos, animated WebP), each scored as a video of its frames."""
 
 
-def discover(paths: Iterable[str | Path], extensions: frozenset[str] = VIDEO_EXTENSIONS) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted, de-duplicated list of video files.
+def discover(paths: Iterable[str | Path], extensions: frozenset[str] = MEDIA_EXTENSIONS) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted, de-duplicated list of videos and pictures.
 
     A file named explicitly is always kept, whatever its extension (the user asked
     for it; if it is not a video, its record will say so). Files inside folders are

@@ -2,7 +2,8 @@
 
 Exit codes (also in `facexray scan --help`):
     0  every file was scanned (verdicts may be real, fake or no_face)
-    1  the scan finished but some files could not be scanned (their records carry `error`)
+    1  the scan finished but some files could not be scanned (their records carry `error`),
+       or their annotated video / report section could not be made (the summary says which)
     2  bad usage: an unknown option, a path that does not exist, or no video found
     3  the models could not be loaded (nothing was scanned)
 """
@@ -14,6 +15,9 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
 
 from tqdm import tqdm
 
@@ -24,6 +28,8 @@ from ..engines.xray import load_xray
 from ..errors import FacexrayError
 from ..faces.detect import DetectorConfig, RetinaFaceDetector
 from ..pipeline import Pipeline, PipelineConfig
+from ..report.annotate import annotate, output_name
+from ..report.evidence import Evidence, EvidenceConfig
 from .discover import discover
 from .results import ResultWriter
 
@@ -40,6 +46,7 @@ class ScanConfig:
     device: str = "cpu"
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     progress: bool = True
 
 
@@ -51,8 +58,9 @@ def record_of(result: VideoResult, cfg: ScanConfig, runner_info: dict) -> dict:
     return rec
 
 
-def print_summary(results: list[VideoResult], elapsed: float, out: str | None, stream=None) -> None:
-    """A short table on stderr: counts per verdict, the most suspicious files, the errors."""
+def print_summary(results: list[VideoResult], elapsed: float, out: str | None, stream=None,
+                  extra: list[str] = ()) -> None:
+    """A short table on stderr: counts per verdict, the most suspicious files, the errors; then `extra` lines."""
     stream = stream or sys.stderr
     counts = Counter(r.verdict for r in results)
     frames = sum(r.frames_scored for r in results)
@@ -74,6 +82,8 @@ def print_summary(results: list[VideoResult], elapsed: float, out: str | None, s
         print(f"WARNING: {next(r.warning for r in results if r.warning)}", file=stream)
     if out:
         print(f"results: {out}", file=stream)
+    for line in extra:
+        print(line, file=stream)
 
 
 def run_scan(paths: list[str], cfg: ScanConfig) -> int:
@@ -86,24 +96,73 @@ def run_scan(paths: list[str], cfg: ScanConfig) -> int:
     if not files:
         print("facexray scan: no video files found under " + ", ".join(paths), file=sys.stderr)
         return EXIT_USAGE
+    pipeline = _load_pipeline(cfg, "scan")
+    if pipeline is None:
+        return EXIT_MODEL
+    runner_info = pipeline.xray.describe()
+    results: list[VideoResult] = []
+    t0 = time.perf_counter()
+    evidence = (Evidence(cfg.evidence, pipeline.crop_spec, files, cfg.progress,
+                         about={"model": pipeline.xray.name, "sample": cfg.pipeline.sample})
+                if cfg.evidence.wanted else None)
+    extra: list[str] = []
+    try:
+        with ResultWriter(cfg.out) as writer, tqdm(files, unit="video", disable=not cfg.progress,
+                                                   dynamic_ncols=True, file=sys.stderr) as bar:
+            for path in bar:
+                bar.set_postfix_str(path.name[-30:], refresh=False)
+                output = pipeline.run(path)
+                results.append(output.result)
+                writer.write(record_of(output.result, cfg, runner_info))
+                if evidence:
+                    evidence.add(path, output)
+    finally:
+        if evidence:
+            extra = evidence.close()
+    print_summary(results, time.perf_counter() - t0, cfg.out, extra=extra)
+    return EXIT_SOME_FAILED if any(r.error for r in results) or (evidence and evidence.problems) else EXIT_OK
+
+
+def _load_pipeline(cfg: ScanConfig, command: str) -> Pipeline | None:
+    """The detector, X-ray model and pipeline of `cfg`; None (after saying why on stderr) when they cannot load."""
     try:
         xray = load_xray(cfg.model, engine=cfg.engine, device=cfg.device)
         detector = RetinaFaceDetector(config=cfg.detector, engine=cfg.engine, device=cfg.device)
         pipeline = Pipeline(detector, xray, cfg.pipeline)
     except (FacexrayError, RuntimeError, ValueError) as e:
-        print(f"facexray scan: {e}", file=sys.stderr)
-        return EXIT_MODEL
+        print(f"facexray {command}: {e}", file=sys.stderr)
+        return None
     if xray.is_random:
         print("WARNING: --model random: weights are random, scores mean nothing (plumbing check)", file=sys.stderr)
-    runner_info = xray.describe()
-    results: list[VideoResult] = []
+    return pipeline
+
+
+def run_explain(path: str, out: str | None, cfg: ScanConfig) -> int:
+    """`facexray explain`: score one image or video and write it annotated (PNG or MP4); returns the exit code.
+
+    `out` defaults to `output_name(path)` (`clip.xray.mp4`, `face.xray.png`) in the current folder.
+    """
+    if not Path(path).is_file():
+        print(f"facexray explain: no such file: {path}", file=sys.stderr)
+        return EXIT_USAGE
+    pipeline = _load_pipeline(cfg, "explain")
+    if pipeline is None:
+        return EXIT_MODEL
     t0 = time.perf_counter()
-    with ResultWriter(cfg.out) as writer, tqdm(files, unit="video", disable=not cfg.progress,
-                                               dynamic_ncols=True, file=sys.stderr) as bar:
-        for path in bar:
-            bar.set_postfix_str(path.name[-30:], refresh=False)
-            result = pipeline.run(path).result
-            results.append(result)
-            writer.write(record_of(result, cfg, runner_info))
-    print_summary(results, time.perf_counter() - t0, cfg.out)
-    return EXIT_SOME_FAILED if any(r.error for r in results) else EXIT_OK
+    output = pipeline.run(path)
+    dest = Path(out or output_name(path))
+    ok = output.result.error is None
+    extra = []
+    if ok:
+        try:
+            stats = annotate(path, output.scores, dest, pipeline.crop_spec, cfg.evidence.annotate,
+                             progress=cfg.progress)
+            extra.append(f"annotated: {dest} ({stats.frames} frame(s), {stats.faces_drawn} face(s) drawn)")
+        except (FacexrayError, OSError, ValueError, av.FFmpegError) as e:
+            ok = False
+            extra.append(f"EVIDENCE ERROR {path}: {e}")
+    if cfg.out:
+        with ResultWriter(cfg.out) as writer:
+            writer.write(record_of(output.result, cfg, pipeline.xray.describe()))
+    print_summary([output.result], time.perf_counter() - t0, cfg.out, extra=extra)
+    return EXIT_OK if ok else EXIT_SOME_FAILED

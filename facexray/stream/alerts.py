@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..report.draw import heatmap
 from ..scan.results import ResultWriter
 
 log = logging.getLogger("facexray.stream")
@@ -45,7 +46,7 @@ def iso_time(unix_s: float) -> str:
 def save_evidence(folder: str | Path, stem: str, crop: np.ndarray, xray: np.ndarray | None) -> tuple[Path, Path | None]:
     """Write an RGB face crop and its X-ray map (values in [0, 1]) as `STEM-crop.png` and `STEM-xray.png`.
 
-    The map is colour-mapped (jet: blue = no blending boundary, red = boundary) at the crop's size.
+    The map is coloured by `report.draw.heatmap` (blue = no blending boundary, red = boundary) at the crop's size.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -53,10 +54,9 @@ def save_evidence(folder: str | Path, stem: str, crop: np.ndarray, xray: np.ndar
     cv2.imwrite(str(crop_path), cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2BGR))
     if xray is None:
         return crop_path, None
-    heat = np.clip(np.asarray(xray, np.float32), 0.0, 1.0)
-    heat = cv2.resize((heat * 255).astype(np.uint8), (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LINEAR)
+    resized = cv2.resize(np.asarray(xray, np.float32), (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LINEAR)
     xray_path = folder / f"{stem}-xray.png"
-    cv2.imwrite(str(xray_path), cv2.applyColorMap(heat, cv2.COLORMAP_JET))
+    cv2.imwrite(str(xray_path), cv2.cvtColor(heatmap(np.clip(resized, 0.0, 1.0)), cv2.COLOR_RGB2BGR))
     return crop_path, xray_path
 
 

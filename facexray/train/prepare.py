@@ -7,7 +7,9 @@ is exactly the crop the model sees at inference, and the band around it leaves r
 for jitter and blending). The dataset folder holds:
 
 - `crops/<video>/<frame>_<face>.png`: the context crops (and `..._mask.png`, the
-  manipulation mask cut the same way, for FaceForensics++ fakes that come with masks);
+  manipulation mask cut the same way, for FaceForensics++ fakes: from the dataset's mask
+  video when there is one, else the SSIM difference against the same cut of the original
+  video's frame, `diffmask.difference_mask`);
 - `index.jsonl`: one record per face (see `face_record`), with the 5 and 68 landmarks
   in context-crop pixels, the label, and a train/val split made by identity;
 - `errors.jsonl`: one record per input that could not be read;
@@ -35,9 +37,9 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import cv2
@@ -46,17 +48,15 @@ import torch
 from tqdm import tqdm
 
 from ..contracts import Frame
-from ..decode import DEFAULT_SAMPLE, SampleSpec, open_video
-from ..errors import DecodeError, FacexrayError
+from ..decode import DEFAULT_SAMPLE, IMAGE_EXTENSIONS, SampleSpec, open_video
+from ..errors import FacexrayError
 from ..faces.crop import CropSpec, crop_face
 from ..faces.detect import Detections, DetectorConfig, RetinaFaceDetector
 from ..faces.landmarks import LandmarkModel, PfldLandmarks, five_from_68
-from ..scan.discover import VIDEO_EXTENSIONS, discover
+from ..scan.discover import MEDIA_EXTENSIONS, discover
 from ..scan.results import ResultWriter
+from .diffmask import difference_mask
 from .index import read_jsonl
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-"""Files with these extensions (any case) are read as photos; other media as videos."""
 
 LANDMARK_AGREEMENT = 0.15
 """A face is dropped (a landmark failure) when the five points derived from its 68 landmarks lie
@@ -68,7 +68,6 @@ DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 """Worker processes when none are asked for: one per core (measured here: 2 on 2 cores prepared
 8 videos in 13-17 s against 21 s in-process), at most 8 (each holds its own models and frames)."""
 
-_MEDIA = VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
 _FRAME_CHUNK = 8  # frames decoded before a detection call (bounds memory on long 1080p samples)
 _SETTINGS_FILE = "prepare.json"
 _FFPP_REAL, _FFPP_FAKE, _FFPP_MASKS = "original_sequences", "manipulated_sequences", "masks"
@@ -123,6 +122,7 @@ class Source:
     label: str = "real"
     method: str | None = None
     mask: Path | None = None     # FaceForensics++ mask video of a fake
+    original: Path | None = None # the video a fake was made from, for SSIM difference masks when it has no mask
 
     def stamp(self) -> dict:
         """Path, size and mtime: a finished input is skipped while these stay the same."""
@@ -240,7 +240,7 @@ def find_sources(paths: Sequence[str | Path], exclude: Path | None = None) -> li
     roots = [Path(p).resolve() for p in paths]
     skip = exclude.resolve() if exclude is not None else None
     found: dict[str, Source] = {}
-    for f in discover(roots, _MEDIA):
+    for f in discover(roots, MEDIA_EXTENSIONS):
         f = f.resolve()
         if (skip is not None and skip in f.parents) or _is_ffpp_mask(f):
             continue
@@ -290,7 +290,9 @@ def _describe(path: Path, root: Path) -> Source:
     if _FFPP_FAKE in parts[:-2]:
         i = parts.index(_FFPP_FAKE)
         mask = Path(*parts[:i + 2], _FFPP_MASKS, "videos", path.name)
-        return Source(path, kind, video, _ffpp_identity(path), "fake", parts[i + 1], mask if mask.is_file() else None)
+        if mask.is_file():
+            return Source(path, kind, video, _ffpp_identity(path), "fake", parts[i + 1], mask=mask)
+        return Source(path, kind, video, _ffpp_identity(path), "fake", parts[i + 1], original=_ffpp_original(path))
     if _FFPP_REAL in parts[:-1]:
         return Source(path, kind, video, _ffpp_identity(path))
     return Source(path, kind, video, video if kind == "video" else path.stem)
@@ -311,9 +313,21 @@ def _ffpp_identity(path: Path) -> str:
     return "ffpp/" + path.stem.split("_")[0]
 
 
+def _ffpp_original(fake: Path) -> Path | None:
+    """The original a FaceForensics++ fake was made from: `manipulated_sequences/<method>/<c>/videos/000_003.mp4`
+    → `original_sequences/<any>/<c>/videos/000.mp4` (the target video, whose scene the fake keeps)."""
+    parts = fake.parts
+    i = parts.index(_FFPP_FAKE)
+    if len(parts) < i + 5:
+        return None
+    root, compression = Path(*parts[:i]), parts[i + 2]
+    found = sorted((root / _FFPP_REAL).glob(f"*/{compression}/videos/{fake.stem.split('_')[0]}{fake.suffix}"))
+    return found[0] if found else None
+
+
 @lru_cache(maxsize=4096)
 def _stems_in(folder: Path) -> Counter:
-    return Counter(p.stem for p in folder.iterdir() if p.suffix.lower() in _MEDIA)
+    return Counter(p.stem for p in folder.iterdir() if p.suffix.lower() in MEDIA_EXTENSIONS)
 
 
 def _stem_is_shared(path: Path) -> bool:
@@ -342,7 +356,7 @@ def process_source(src: Source, models: _Models, cfg: PrepareConfig, out: Path) 
     """
     res = SourceResult(src)
     ctx = cfg.context_spec
-    pending_masks: list[tuple[dict, Frame, np.ndarray]] = []
+    pending_masks: list[tuple[dict, float, np.ndarray]] = []
     try:
         for chunk in _frame_chunks(src, cfg.sample):
             for frame, dets in zip(chunk, models.detector.detect([f.image for f in chunk])):
@@ -361,23 +375,25 @@ def process_source(src: Source, models: _Models, cfg: PrepareConfig, out: Path) 
                     rec = face_record(src, frame, face, box, float(dets.scores[j]), lm5, lm68, m, cfg)
                     _write_png(out / rec["crop"], cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
                     res.records.append(rec)
-                    if src.mask is not None:
-                        pending_masks.append((rec, frame, lm5))
+                    if src.mask is not None or src.original is not None:
+                        pending_masks.append((rec, frame.pts, lm5))
     except (FacexrayError, OSError) as e:
         return SourceResult(src, error=str(e), frames=res.frames)
-    if pending_masks:
-        _crop_masks(src.mask, pending_masks, ctx, out)
+    if pending_masks and src.mask is not None:
+        _cut_masks(src.mask, pending_masks, ctx, out, lambda rec, crop: crop.max(axis=2))
+    elif pending_masks:
+        _cut_masks(src.original, pending_masks, ctx, out, partial(_difference_png, out))
     return res
+
+
+def _difference_png(out: Path, rec: dict, original_crop: np.ndarray) -> np.ndarray:
+    """The SSIM difference mask (uint8) of a fake face's stored crop against the same cut of its original frame."""
+    fake = cv2.cvtColor(cv2.imread(str(out / rec["crop"]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return np.round(255 * difference_mask(fake, original_crop)).astype(np.uint8)
 
 
 def _frame_chunks(src: Source, sample: str) -> Iterator[list[Frame]]:
     """The sampled frames of a video (or the one frame of a photo), a few at a time."""
-    if src.kind == "image":
-        bgr = cv2.imread(str(src.path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DecodeError(str(src.path), "not a readable image")
-        yield [Frame(str(src.path), 0, 0.0, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))]
-        return
     with open_video(src.path, sample) as video:
         chunk: list[Frame] = []
         for frame in video:
@@ -403,26 +419,29 @@ def _landmarks_agree(lm68: np.ndarray, lm5: np.ndarray, box: np.ndarray) -> bool
     return float(np.linalg.norm(five_from_68(lm68) - lm5, axis=1).mean()) <= LANDMARK_AGREEMENT * size
 
 
-def _crop_masks(mask_path: Path, pending: list[tuple[dict, Frame, np.ndarray]], ctx: CropSpec, out: Path) -> None:
-    """Cut each face's manipulation mask from the mask video's frame at the same time, as its crop was cut.
+def _cut_masks(video_path: Path, pending: list[tuple[dict, float, np.ndarray]], ctx: CropSpec, out: Path,
+               to_mask: Callable[[dict, np.ndarray], np.ndarray]) -> None:
+    """Write a manipulation mask for each pending face (record, pts, 5 landmarks) of a fake.
 
-    The mask video is read from the start (its frames pair with the fake's by timestamp,
-    within half a frame), up to the last frame needed. A face whose mask frame cannot be
-    found keeps `mask` null; an unreadable mask video leaves all of them null.
+    `video_path` is read from the start: its frames pair with the fake's by timestamp
+    (within half a frame); each paired frame is cut as the face's crop was (same
+    landmarks, same spec) and `to_mask(record, that_crop)` makes the mask: the mask video's
+    own pixels, or the SSIM difference against the original's frame. A face whose frame
+    cannot be found keeps `mask` null; an unreadable video leaves all of them null.
     """
-    wanted = sorted(pending, key=lambda p: p[1].pts)
+    wanted = sorted(pending, key=lambda p: p[1])
     try:
-        with open_video(mask_path, "all") as video:
+        with open_video(video_path, "all") as video:
             half = 0.5 / (video.info.fps or 25.0)
             k = 0
             for frame in video:
-                while k < len(wanted) and wanted[k][1].pts < frame.pts - half:
+                while k < len(wanted) and wanted[k][1] < frame.pts - half:
                     k += 1
-                while k < len(wanted) and abs(wanted[k][1].pts - frame.pts) <= half:
+                while k < len(wanted) and abs(wanted[k][1] - frame.pts) <= half:
                     rec, _, lm5 = wanted[k]
-                    mask, _ = crop_face(frame.image, lm5, ctx)
+                    crop, _ = crop_face(frame.image, lm5, ctx)
                     rec["mask"] = rec["crop"][:-len(".png")] + "_mask.png"
-                    _write_png(out / rec["mask"], mask.max(axis=2))
+                    _write_png(out / rec["mask"], to_mask(rec, crop))
                     k += 1
                 if k == len(wanted):
                     break
