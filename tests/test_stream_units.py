@@ -1,9 +1,10 @@
-"""The live-monitoring pieces that need no stream: alert rule on synthetic times, backoff, drop policy, config,
-metrics and health server, alert sink with a real local webhook."""
+"""The live-monitoring pieces that need no live server: alert rule on synthetic times, backoff, drop policy, config,
+metrics and health server, alert sink with a real local webhook, a file played as a live source."""
 
 import json
 import random
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,11 +13,11 @@ import numpy as np
 import pytest
 
 from facexray.stream.alerts import AlertSink
-from facexray.stream.config import AlertConfig, ReconnectConfig, WatchConfig, streams_from_urls
+from facexray.stream.config import AlertConfig, ReconnectConfig, StreamConfig, WatchConfig, streams_from_urls
 from facexray.stream.metrics import WatchMetrics
 from facexray.stream.rolling import AlertState, RollingScores
 from facexray.stream.server import HealthServer
-from facexray.stream.source import Backoff, LatestQueue, RateGate, State, classify_error
+from facexray.stream.source import Backoff, LatestQueue, RateGate, State, StreamSource, classify_error
 
 RULE = AlertConfig(threshold=0.6, min_duration_s=2.0, hysteresis=0.2, window_s=1.0)
 
@@ -188,3 +189,22 @@ def test_alert_sink_writes_jsonl_images_and_retries_the_webhook(tmp_path):
     (b1, _, r1), (b0, _, r0) = heat[120, 120].astype(int), heat[5, 5].astype(int)
     assert heat.shape == (256, 256, 3) and r1 > b1 + 100 and b0 > r0 + 100           # red where the map is 1, blue at 0
     assert [x["event"] for x in _Hook.received] == ["alert", "clear"] and sink.delivered == 2 and sink.failed == 0
+
+
+def test_a_file_source_plays_at_its_native_rate_and_finishes(shared_dir):
+    clip = shared_dir / "data/real_videos/v_express/scripts__prepare_dataset__RD_Radio10_0_clip_0.mp4"  # 2.1 s
+    m = WatchMetrics()
+    src = StreamSource(StreamConfig("file", str(clip)), 5.0, queue_frames=100, listener=m)
+    t0 = time.monotonic()
+    src.start()
+    assert src.join(15)
+    elapsed = time.monotonic() - t0
+    got = []
+    while (item := src.frames.get(0)) is not None:
+        got.append(item)
+    assert 1.8 < elapsed < 5.0                                   # paced like a camera, not decoded at full speed
+    assert src.state is State.STOPPED and src.error is None and src.reconnects == 0   # finished, not retried
+    assert 9 <= len(got) <= 12                                   # 5 fps of 2.1 s
+    decoded = m.registry.get_sample_value("facexray_frames_decoded_total", {"stream": "file"})
+    rate = m.registry.get_sample_value("facexray_frames_dropped_total", {"stream": "file", "reason": "rate"})
+    assert decoded == len(got) + rate and decoded > 55
