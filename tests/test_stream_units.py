@@ -17,7 +17,7 @@ from facexray.stream.config import AlertConfig, ReconnectConfig, StreamConfig, W
 from facexray.stream.metrics import WatchMetrics
 from facexray.stream.rolling import AlertState, RollingScores
 from facexray.stream.server import HealthServer
-from facexray.stream.source import Backoff, LatestQueue, RateGate, State, StreamSource, classify_error
+from facexray.stream.source import Backoff, LatestQueue, State, StreamSource, classify_error
 
 RULE = AlertConfig(threshold=0.6, min_duration_s=2.0, hysteresis=0.2, window_s=1.0)
 
@@ -74,13 +74,6 @@ def test_latest_queue_drops_the_oldest_and_never_blocks():
     assert len(q) == 2 and q.get(0) == 3 and q.get(0) == 4 and q.get(0.01) is None
     q.close()
     assert q.get(None) is None                               # closed and empty: no wait
-
-
-def test_rate_gate_admits_one_frame_per_slot():
-    gate = RateGate(5.0)
-    admitted = [t for t in np.arange(0, 2, 0.04) if gate.admit(float(t))]   # 25 fps for 2 s
-    assert len(admitted) == 10 and np.all(np.diff(admitted) > 0.15)
-    assert all(RateGate(0).admit(t) for t in (0.0, 0.0, 0.01))
 
 
 def test_error_messages_are_classified():
@@ -207,4 +200,4 @@ def test_a_file_source_plays_at_its_native_rate_and_finishes(shared_dir):
     assert 9 <= len(got) <= 12                                   # 5 fps of 2.1 s
     decoded = m.registry.get_sample_value("facexray_frames_decoded_total", {"stream": "file"})
     rate = m.registry.get_sample_value("facexray_frames_dropped_total", {"stream": "file", "reason": "rate"})
-    assert decoded == len(got) + rate and decoded > 55
+    assert decoded == len(got) + rate and rate > 3 * len(got)       # every decoded frame accounted for

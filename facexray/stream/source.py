@@ -16,9 +16,11 @@ connecting → up → backoff → connecting …, or ends in stopped:
 
 Frames go into a `LatestQueue` of a few frames: when the consumer is slower than the stream,
 the oldest waiting frame is dropped, so what is analysed is always close to live. An optional
-analysis rate admits at most F frames per second (one per 1/F slot of arrival time). Every
-decoded frame is either handed out or counted as dropped with its reason: `rate`,
-`queue_full` (displaced by a newer frame), `corrupt` (error-concealed by the decoder).
+analysis rate F is the reader's own `fps=F` sampling (the first frame of each 1/F slot of
+stream time): frames in between are decoded (as the next frames need them) but never
+converted to RGB, and non-reference frames among them are not even decoded. Every decoded
+frame is either handed out or counted as dropped with its reason: `rate`, `queue_full`
+(displaced by a newer frame), `corrupt` (error-concealed by the decoder).
 
 Example (needs a reachable stream):
     >>> src = StreamSource(StreamConfig("cam", "rtsp://127.0.0.1:8554/test"), 2.0)  # doctest: +SKIP
@@ -28,7 +30,6 @@ Example (needs a reachable stream):
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
@@ -135,22 +136,6 @@ class LatestQueue(Generic[T]):
         return len(self._items)
 
 
-class RateGate:
-    """Admits at most `fps` items per second: the first arrival in each 1/fps slot (fps 0: all)."""
-
-    def __init__(self, fps: float):
-        self.fps = fps
-        self._next = -math.inf
-
-    def admit(self, t: float) -> bool:
-        if self.fps <= 0:
-            return True
-        if t < self._next:
-            return False
-        self._next = (math.floor(t * self.fps) + 1) / self.fps
-        return True
-
-
 @dataclass
 class LiveFrame:
     """A frame of a live source and when it was captured (decoded here; `time.monotonic()`)."""
@@ -185,6 +170,7 @@ class StreamSource:
         self.error: str | None = None  # the last failure, "kind: message"; None once a connection is up
         self.reconnects = 0
         self.is_file = url_scheme(cfg.url) in (None, "file")
+        self._sample = f"fps={analysis_fps}" if analysis_fps > 0 else "all"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -229,7 +215,7 @@ class StreamSource:
             while not self._stop.is_set():
                 self._set_state(State.CONNECTING)
                 try:
-                    reader = open_video(self.cfg.url, "all",
+                    reader = open_video(self.cfg.url, self._sample,
                                         timeout=(self.reconnect_cfg.open_timeout_s, self.reconnect_cfg.stall_s))
                 except DecodeError as e:
                     kind = classify_error(e.reason)
@@ -275,9 +261,8 @@ class StreamSource:
 
     def _read(self, reader: VideoReader) -> tuple[str, str]:
         """Hand frames out until the stream ends, fails or we are stopped; returns (kind, message)."""
-        gate = RateGate(self.analysis_fps)
         stats = reader.stats
-        seen = {"decoded": 0, "corrupt_frames": 0}
+        seen = {"decoded": 0, "corrupt_frames": 0, "yielded": 0}
         start = time.monotonic()
         for frame in reader:
             if self._stop.is_set():
@@ -286,9 +271,6 @@ class StreamSource:
                 return "stopped", "stopped"
             captured = time.monotonic()
             self._count(stats, seen)
-            if not gate.admit(captured):
-                self._dropped("rate")
-                continue
             if self.frames.put(LiveFrame(self.name, frame, captured)) is not None:
                 self._dropped("queue_full")
         self._count(stats, seen)
@@ -299,12 +281,16 @@ class StreamSource:
         return "ended", "the stream ended"
 
     def _count(self, stats: dict, seen: dict) -> None:
-        decoded, corrupt = stats["decoded"] - seen["decoded"], stats["corrupt_frames"] - seen["corrupt_frames"]
-        seen["decoded"], seen["corrupt_frames"] = stats["decoded"], stats["corrupt_frames"]
-        if self.listener and decoded:
-            self.listener.decoded(self.name, decoded)
-        if corrupt:
-            self._dropped("corrupt", corrupt)
+        """Report what the reader decoded since last time: handed out, dropped as corrupt, or passed over by the rate."""
+        delta = {k: stats[k] - seen[k] for k in seen}
+        seen.update({k: stats[k] for k in seen})
+        if self.listener and delta["decoded"]:
+            self.listener.decoded(self.name, delta["decoded"])
+        if delta["corrupt_frames"]:
+            self._dropped("corrupt", delta["corrupt_frames"])
+        rate = delta["decoded"] - delta["corrupt_frames"] - delta["yielded"]
+        if rate > 0:
+            self._dropped("rate", rate)
 
     def _dropped(self, reason: str, n: int = 1) -> None:
         if self.listener:
