@@ -41,7 +41,7 @@ from typing import Generic, Protocol, TypeVar
 from ..contracts import Frame
 from ..decode.pyav import VideoReader, url_scheme, open_video
 from ..errors import DecodeError
-from .config import ReconnectConfig, StreamConfig
+from .config import ReconnectConfig, StreamConfig, WatchConfig
 
 log = logging.getLogger("facexray.stream")
 T = TypeVar("T")
@@ -159,11 +159,10 @@ class StreamSource:
     """One live source, read by its own thread into `frames` (see module docstring)."""
 
     def __init__(self, cfg: StreamConfig, analysis_fps: float, reconnect: ReconnectConfig = ReconnectConfig(),
-                 queue_frames: int = 2, listener: SourceListener | None = None):
+                 queue_frames: int = WatchConfig.queue_frames, listener: SourceListener | None = None):
         self.cfg = cfg
         self.name = cfg.name
         self.reconnect_cfg = reconnect
-        self.analysis_fps = analysis_fps
         self.frames: LatestQueue[LiveFrame] = LatestQueue(queue_frames)
         self.listener = listener
         self.state = State.STOPPED

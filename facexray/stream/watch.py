@@ -106,12 +106,12 @@ class Watch:
         log.info("metrics and health on %s (/metrics, /healthz, /readyz)", self.server.url)
         self.pipeline = self._load_engines()
         self.sink = AlertSink(cfg.events, cfg.images, cfg.webhook, cfg.webhook_retries, cfg.webhook_timeout_s)
-        for s in cfg.streams:
-            source = StreamSource(s, cfg.analysis_fps_of(s), cfg.reconnect, cfg.queue_frames, self.metrics)
-            st = _StreamState(s, source, RollingScores(s.name, cfg.alert_of(s)))
-            self._streams[s.name] = st
-            source.start()
-            st.thread = threading.Thread(target=self._analyse, args=(st,), name=f"facexray-analyse-{s.name}",
+        self._streams = {s.name: _StreamState(s, StreamSource(s, cfg.analysis_fps_of(s), cfg.reconnect,
+                                                              cfg.queue_frames, self.metrics),
+                                              RollingScores(s.name, cfg.alert_of(s))) for s in cfg.streams}
+        for st in self._streams.values():
+            st.source.start()
+            st.thread = threading.Thread(target=self._analyse, args=(st,), name=f"facexray-analyse-{st.cfg.name}",
                                          daemon=True)
             st.thread.start()
 
