@@ -9,7 +9,7 @@ sees every configured stream from the first scrape, also one that never came up.
 | `facexray_stream_state` | gauge | stream, state | 1 for the current state (connecting, up, backoff, stopped) |
 | `facexray_stream_reconnects_total` | counter | stream | connections re-established after a loss |
 | `facexray_stream_errors_total` | counter | stream, reason | failures by kind (refused, timeout, stall, not_video, ...) |
-| `facexray_frames_decoded_total` | counter | stream | frames decoded |
+| `facexray_frames_decoded_total` | counter | stream | frames decoded (= analysed + dropped + queued) |
 | `facexray_frames_analyzed_total` | counter | stream | frames run through detection (and X-ray for their faces) |
 | `facexray_frames_dropped_total` | counter | stream, reason | frames not analysed: rate, queue_full, corrupt |
 | `facexray_faces_detected_total` | counter | stream | faces found in analysed frames |
