@@ -15,6 +15,7 @@ the first's (+0.1 s): latency is not growing. N = 1 is the baseline of the same 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -102,7 +103,8 @@ def measure(server: RtspServer, n: int, seconds: float, events: Path) -> dict:
     p1, p2 = first["latency_p95_s"], second["latency_p95_s"]
     holds = (min(first["min_stream_fps"], second["min_stream_fps"]) >= 0.9 * ANALYSIS_FPS
              and p1 is not None and p2 is not None and max(p1, p2) <= LATENCY_BOUND_S and p2 <= 1.5 * p1 + 0.1)
-    row = {"streams": n, "holds": holds, "first_half": first, "second_half": second}
+    row = {"streams": n, "holds": holds, "first_half": first, "second_half": second,
+           "load_average_1min_after": round(os.getloadavg()[0], 2)}    # other jobs on the machine skew the result
     print(f"N={n:2d}  fps/stream min {min(first['min_stream_fps'], second['min_stream_fps']):.2f}  "
           f"p95 {p1} -> {p2} s  {'holds' if holds else 'FALLS BEHIND'}", flush=True)
     return row
