@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .aggregate import AggregateConfig, aggregate_scores
 from .batcher import BatchObserver, MicroBatcher
@@ -35,7 +36,7 @@ from .decode import DEFAULT_SAMPLE, SampleSpec, open_video
 from .engines import default_batch
 from .engines.xray import XrayRunner
 from .errors import DecodeError
-from .faces.crop import CropSpec, crop_face
+from .faces.crop import CropSpec, crop_face, crop_faces_torch
 from .faces.detect import Detections, RetinaFaceDetector
 from .faces.track import IoUTracker
 
@@ -137,9 +138,9 @@ class Pipeline:
         share = (time.perf_counter() - t) / len(images)
         return [(d, share) for d in dets]
 
-    def _xray_batch(self, crops: list[np.ndarray]) -> list[tuple[float, np.ndarray, float]]:
+    def _xray_batch(self, crops: list) -> list[tuple[float, np.ndarray, float]]:
         t = time.perf_counter()
-        probs, maps = self.xray(np.stack(crops))
+        probs, maps = self.xray(torch.stack(crops) if isinstance(crops[0], torch.Tensor) else np.stack(crops))
         share = (time.perf_counter() - t) / len(crops)
         return [(float(p), m, share) for p, m in zip(probs, maps)]
 
@@ -198,7 +199,11 @@ class Pipeline:
                 order = np.argsort(-det.scores)[:self.config.max_faces_per_frame]
                 faces = [Face(frame.index, frame.pts, det.boxes[k], float(det.scores[k]), det.landmarks[k], tid)
                          for k, tid in zip(order, tracker.update(det.boxes[order]))]
-                crops = [crop_face(frame.image, f.landmarks, self.crop_spec)[0] for f in faces]
+                if isinstance(frame.image, torch.Tensor):   # GPU path: the pixels stay on the device
+                    crops = list(crop_faces_torch(frame.image[None], [f.landmarks for f in faces], [0] * len(faces),
+                                                  self.crop_spec)[0])
+                else:
+                    crops = [crop_face(frame.image, f.landmarks, self.crop_spec)[0] for f in faces]
                 timer["crop_s"] += time.perf_counter() - t
                 scoring.append((frame, faces, self._xray.submit_many(crops)))
                 block = False

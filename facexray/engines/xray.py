@@ -30,7 +30,7 @@ class XrayRunner:
     """An engine holding the X-ray network, plus the metadata that says how to feed it.
 
     Call it with aligned crops (N, S, S, 3) RGB uint8 made by `faces.crop.crop_face`
-    with `self.crop_spec`; it returns (fake probabilities (N,), X-ray maps (N, 64, 64)).
+    (or `crop_faces_torch`) with `self.crop_spec`; it returns (fake probabilities (N,), X-ray maps (N, 64, 64)).
     """
 
     engine: Engine
@@ -45,8 +45,10 @@ class XrayRunner:
     def is_random(self) -> bool:
         return bool(self.metadata.get("random"))
 
-    def __call__(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+    def __call__(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Score crops given as a numpy array or a uint8 tensor on any device (the GPU path's crops)."""
+        x = crops if isinstance(crops, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(crops))
+        x = x.to(self.engine.device).permute(0, 3, 1, 2).float().div_(255.0)
         out = self.engine(x)
         return out["prob"].reshape(-1).cpu().numpy(), out["xray"].cpu().numpy()
 
