@@ -14,6 +14,7 @@ from ..faces.crop import CropSpec
 from . import create_engine, resolve_engine
 from .base import Engine
 from .onnx_engine import OnnxRuntimeEngine
+from .torch_engine import TorchOptions
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "xray_default.safetensors"
@@ -58,9 +59,10 @@ class XrayRunner:
 
 
 def load_xray(model: str | Path | None = None, engine: str = "auto", device: str = "cpu",
-              half: bool = False) -> XrayRunner:
+              options: TorchOptions | None = None) -> XrayRunner:
     """Load the X-ray model: `None` → the shipped default, `"random"` → seeded random weights
-    (plumbing checks only), a `.safetensors` checkpoint, or an `.onnx` export.
+    (plumbing checks only), a `.safetensors` checkpoint, or an `.onnx` export. `options` tune
+    the torch engine (default: `TorchOptions.for_device(device)`).
 
     Raises `ModelNotFoundError` with what to do when the weights are not there.
     """
@@ -90,7 +92,7 @@ def load_xray(model: str | Path | None = None, engine: str = "auto", device: str
         net, meta = load_checkpoint(path)
         key, name = path.stem, path.name
     size = CropSpec.from_dict(meta["crop"]).size
-    eng = create_engine(engine, net, OUTPUT_NAMES, (1, 3, size, size), key=key, device=device, half=half)
+    eng = create_engine(engine, net, OUTPUT_NAMES, (1, 3, size, size), key=key, device=device, options=options)
     return XrayRunner(eng, meta, name)
 
 
