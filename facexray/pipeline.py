@@ -32,7 +32,7 @@ import torch
 from .aggregate import AggregateConfig, aggregate_scores
 from .batcher import BatchObserver, MicroBatcher
 from .contracts import Face, FaceScore, Frame, VideoResult
-from .decode import DEFAULT_SAMPLE, SampleSpec, open_video
+from .decode import DEFAULT_SAMPLE, SampleSpec, check_decoder, open_decoder
 from .engines import default_batch
 from .engines.xray import XrayRunner
 from .errors import DecodeError
@@ -51,7 +51,8 @@ class PipelineConfig:
     at most go to a network at once, from any number of sources. A batch that is not full
     is cut after `batch_wait_ms` (what a live frame may wait for company), or at once when
     a source is blocked on it. Each source keeps at most `inflight_frames` (None:
-    `detect_batch`) frames in each of the two stages.
+    `detect_batch`) frames in each of the two stages. `decoder` auto | pyav | dali
+    (`decode.select_decoder`: auto takes DALI on a CUDA detector where it can).
     """
 
     sample: str = DEFAULT_SAMPLE
@@ -62,6 +63,7 @@ class PipelineConfig:
     max_faces_per_frame: int = 4
     queue_frames: int = 32
     decode_threads: int = 0
+    decoder: str = "auto"
     crop: CropSpec = field(default_factory=CropSpec)
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
 
@@ -94,10 +96,10 @@ def _put(q: "queue.Queue", item: object, stop: threading.Event) -> bool:
 
 
 def _decode_into(source: str, sample: SampleSpec, threads: int, q: "queue.Queue", stop: threading.Event,
-                 info: dict) -> None:
+                 info: dict, decoder: str = "pyav", device: str = "cpu") -> None:
     t0 = time.perf_counter()
     try:
-        with open_video(source, sample, threads=threads) as reader:
+        with open_decoder(source, sample, decoder, device, threads=threads) as reader:
             info["video"] = reader.info
             for frame in reader:
                 if not _put(q, frame, stop):
@@ -116,12 +118,14 @@ class Pipeline:
     `run` scores one video to a verdict; `score_frames` scores any stream of frames
     of one source, frame by frame. Both may be called from many threads at once.
     `observer(stage, batch_size, seconds)` hears about every network batch.
-    Raises `CropSpecMismatch` when the model was trained on another crop than `config.crop`.
+    Raises `CropSpecMismatch` when the model was trained on another crop than `config.crop`,
+    `BackendUnavailable` when `config.decoder` is dali and DALI cannot run here.
     """
 
     def __init__(self, detector: RetinaFaceDetector, xray: XrayRunner, config: PipelineConfig = PipelineConfig(),
                  observer: BatchObserver | None = None):
         config.crop.check(xray.metadata["crop"])
+        check_decoder(config.decoder, detector.device)
         self.detector = detector
         self.xray = xray
         self.config = config
@@ -165,7 +169,8 @@ class Pipeline:
         stop = threading.Event()
         worker = threading.Thread(target=_decode_into, daemon=True, name="facexray-decode",
                                   args=(str(source), SampleSpec.parse(self.config.sample),
-                                        self.config.decode_threads, q, stop, info))
+                                        self.config.decode_threads, q, stop, info, self.config.decoder,
+                                        str(self.detector.device)))
         worker.start()
         try:
             while (item := q.get()) is not _END:
