@@ -285,5 +285,6 @@ class Pipeline:
                       "codec": video.codec},
                   "track_scores": {str(k): round(v, 5) for k, v in agg.track_scores.items()},
                   "worst_track": agg.worst_track,
-                  "frames_decoded": stats.get("decoded")},
+                  "frames_decoded": stats.get("decoded"),
+                  "decoder": stats.get("decoder")},
         )

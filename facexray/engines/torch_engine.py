@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import bisect
+import copy
 from dataclasses import dataclass, replace
 
 import torch
@@ -115,6 +116,8 @@ class TorchEngine(Engine):
         self.options.check(self.device)
         self.dtype = PRECISIONS[self.options.precision]
         self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
+        if self.dtype != torch.float32:  # a half copy: the caller's module (maybe in another engine) stays fp32
+            module = copy.deepcopy(module)
         module = module.eval().to(self.device, dtype=self.dtype, memory_format=self.memory_format)
         self.module = torch.compile(module) if self.options.compile else module
         self.output_names = tuple(output_names)
