@@ -37,3 +37,18 @@ def detector_weights(models_dir, monkeypatch) -> Path:
 def _private_cache(tmp_path_factory, monkeypatch):
     """Every test exports ONNX into a cache of this test session, never the user's."""
     monkeypatch.setenv("FACEXRAY_CACHE", str(tmp_path_factory.getbasetemp() / "facexray-cache"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip without a CUDA device, `tensorrt` tests without TensorRT (or without CUDA)."""
+    import importlib.util
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    trt = cuda and importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device (torch sees none)"))
+        if "tensorrt" in item.keywords and not trt:
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT and a CUDA device"))
