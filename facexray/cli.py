@@ -33,7 +33,7 @@ examples:
 def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     """The options of `scan` and `explain` that say how files are scored."""
     from .aggregate import AggregateConfig
-    from .decode import DEFAULT_SAMPLE
+    from .decode import DECODERS, DEFAULT_SAMPLE
     from .engines import DEFAULT_BATCH, ENGINES
     from .faces.detect import DetectorConfig
     from .pipeline import PipelineConfig
@@ -44,6 +44,9 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="auto", choices=ENGINES,
                    help="inference engine; auto = onnxruntime on CPU (about 2x torch there), torch on CUDA")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--decoder", default=pipe.decoder, choices=DECODERS,
+                   help="video decoder; auto = DALI (GPU) for local H.264/HEVC files sampled all/every=K on "
+                        f"--device cuda when DALI is installed, PyAV otherwise (default {pipe.decoder})")
     p.add_argument("--model", metavar="PATH",
                    help="X-ray checkpoint (.safetensors) or export (.onnx); default: the shipped model; "
                         "'random' for a plumbing check with random weights")
@@ -95,6 +98,7 @@ def _scan_config(a: argparse.Namespace):
         detector=replace(DetectorConfig(), weights=a.detector_weights, min_face=a.min_face,
                          score_threshold=a.det_threshold),
         pipeline=replace(PipelineConfig(), sample=a.sample, detect_batch=a.detect_batch, xray_batch=a.xray_batch,
+                         decoder=a.decoder,
                          aggregate=replace(AggregateConfig(), threshold=a.threshold, top_k=a.top_k)),
         evidence=EvidenceConfig(annotate_dir=getattr(a, "annotate", None), report=getattr(a, "report", None),
                                 html=replace(ReportConfig(), threshold=a.threshold)),

@@ -41,6 +41,21 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FACEXRAY_CACHE", str(tmp_path_factory.getbasetemp() / "facexray-cache"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip without a CUDA device, `tensorrt` tests without TensorRT (or without CUDA)."""
+    import importlib.util
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    trt = cuda and importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device (torch sees none)"))
+        if "tensorrt" in item.keywords and not trt:
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT and a CUDA device"))
+
+
 # -- live streams (facexray watch): a real GStreamer RTSP server ---------------------------------------------
 
 LIVE_CLIP = "data/real_videos/edtalk/test_data__pose_source2.mp4"
