@@ -251,7 +251,7 @@ class VideoReader:
         """For each target (see `uniform_targets`) the first frame with pts >= target - half a frame."""
         targets = uniform_targets(duration, n)
         lo, hi = PARALLEL_TARGETS
-        if self._parallel and lo <= len(targets) <= hi and url_scheme(self.source_id) is None:
+        if self._parallel and lo <= len(targets) <= hi and _url_scheme(self.source_id) is None:
             return self._targets_in_parallel(targets)
         return self._targets(targets)
 
@@ -473,7 +473,7 @@ class VideoReader:
 def _open_container(source_id: str, options: dict[str, str] | None,
                     timeout: tuple[float, float] | None = None) -> av.container.InputContainer:
     """av.open with the checks that turn FFmpeg's errors into reasons a user can act on."""
-    scheme = url_scheme(source_id)
+    scheme = _url_scheme(source_id)
     path = Path(source_id)
     if scheme is None:
         if not path.exists():
@@ -505,7 +505,7 @@ def _open_container(source_id: str, options: dict[str, str] | None,
 
 def default_options(source: str, timeout_s: float = NETWORK_TIMEOUT_S) -> dict[str, str]:
     """FFmpeg options used for a source unless overridden: for network sources a socket timeout, TCP for RTSP."""
-    scheme = url_scheme(source)
+    scheme = _url_scheme(source)
     if scheme in ("rtsp", "rtsps"):
         return {"rtsp_transport": "tcp", "timeout": str(int(timeout_s * 1e6))}
     if scheme in ("http", "https", "tcp", "rtmp", "rtmps"):
@@ -513,7 +513,7 @@ def default_options(source: str, timeout_s: float = NETWORK_TIMEOUT_S) -> dict[s
     return {}
 
 
-def url_scheme(source: str) -> str | None:
+def _url_scheme(source: str) -> str | None:
     """The lower-cased scheme of a URL ("rtsp", "http", ...), None for a local path."""
     m = _URL.match(source)
     return m.group(1).lower() if m else None

@@ -39,7 +39,7 @@ from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
 from ..contracts import Frame
-from ..decode.pyav import VideoReader, url_scheme, open_video
+from ..decode.pyav import VideoReader, _url_scheme, open_video
 from ..errors import DecodeError
 from .config import ReconnectConfig, StreamConfig, WatchConfig
 
@@ -168,7 +168,7 @@ class StreamSource:
         self.state = State.STOPPED
         self.error: str | None = None  # the last failure, "kind: message"; None once a connection is up
         self.reconnects = 0
-        self.is_file = url_scheme(cfg.url) in (None, "file")
+        self.is_file = _url_scheme(cfg.url) in (None, "file")
         self._sample = f"fps={analysis_fps}" if analysis_fps > 0 else "all"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
