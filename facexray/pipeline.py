@@ -226,8 +226,8 @@ class Pipeline:
 
         for frame in frames:
             detecting.append((frame, self._detect.submit(frame.image)))
-            to_xray(block=len(detecting) > window)
-            yield from finished(block=len(scoring) > window)
+            to_xray(block=len(detecting) >= window)
+            yield from finished(block=len(scoring) >= window)
         while detecting:
             to_xray(block=True)
         while scoring:
