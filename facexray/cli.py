@@ -43,7 +43,7 @@ examples:
 def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     """The options of `scan` and `explain` that say how files are scored."""
     from .aggregate import AggregateConfig
-    from .decode import DEFAULT_SAMPLE
+    from .decode import DECODERS, DEFAULT_SAMPLE
     from .engines import DEFAULT_BATCH, ENGINES
     from .faces.detect import DetectorConfig
     from .pipeline import PipelineConfig
@@ -54,6 +54,9 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="auto", choices=ENGINES,
                    help="inference engine; auto = onnxruntime on CPU (about 2x torch there), torch on CUDA")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--decoder", default=pipe.decoder, choices=DECODERS,
+                   help="video decoder; auto = DALI (GPU) for local H.264/HEVC files sampled all/every=K on "
+                        f"--device cuda when DALI is installed, PyAV otherwise (default {pipe.decoder})")
     p.add_argument("--model", metavar="PATH",
                    help="X-ray checkpoint (.safetensors) or export (.onnx); default: the shipped model; "
                         "'random' for a plumbing check with random weights")
@@ -137,6 +140,7 @@ def _scan_config(a: argparse.Namespace):
         detector=replace(DetectorConfig(), weights=a.detector_weights, min_face=a.min_face,
                          score_threshold=a.det_threshold),
         pipeline=replace(PipelineConfig(), sample=a.sample, detect_batch=a.detect_batch, xray_batch=a.xray_batch,
+                         decoder=a.decoder,
                          aggregate=replace(AggregateConfig(), threshold=a.threshold, top_k=a.top_k)),
         evidence=EvidenceConfig(annotate_dir=getattr(a, "annotate", None), report=getattr(a, "report", None),
                                 html=replace(ReportConfig(), threshold=a.threshold)),
@@ -311,6 +315,100 @@ def _run_export(a: argparse.Namespace) -> int:
     return 0
 
 
+WATCH_EPILOG = """\
+Each URL (rtsp://, http(s)://, or a local file, played at its native rate and finished at its
+end) is read by its own thread, reconnecting with backoff when the connection fails or ends.
+Frames are analysed at --analysis-fps per stream, always the newest (older ones are dropped and
+counted). An alert fires when a track's rolling score stays at or above --threshold for
+--min-duration seconds; it clears below threshold - hysteresis.
+
+endpoints (--http, default 127.0.0.1:9108):
+  /metrics   Prometheus text (facexray_stream_up, facexray_frames_analyzed_total, ...)
+  /healthz   200 while the process is alive
+  /readyz    200 when the engines are loaded and at least one stream is up (JSON with states)
+
+alert events: one JSON line each in --events (default stdout): event (alert|clear), stream,
+track, start, end, score, peak, crop and heatmap image paths (saved under --images).
+
+exit codes: 0 stopped by SIGTERM/SIGINT (or every file ended)  1 every source ended, some with
+an error  2 bad usage  3 the models could not be loaded
+
+examples:
+  facexray watch rtsp://10.0.0.5:554/stream1 rtsp://10.0.0.6:554/stream1 --model random
+  facexray watch --config streams.yaml --events alerts.jsonl --webhook http://127.0.0.1:8080/hook
+"""
+
+
+def _add_watch(sub: argparse._SubParsersAction) -> None:
+    from .stream.config import DEFAULT_HOST, DEFAULT_PORT, WatchConfig
+
+    w = WatchConfig()
+    p = sub.add_parser("watch", help="monitor live streams (RTSP/HTTP/cameras) with alerts and Prometheus metrics",
+                       description="Watch live video streams for face forgeries: rolling per-track scores, "
+                                   "alerts (JSONL, images, webhook), /metrics, /healthz and /readyz on one port.",
+                       epilog=WATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("urls", nargs="*", metavar="URL", help="streams to watch (added to those of --config)")
+    p.add_argument("--config", "-c", metavar="YAML", help="streams and settings (any WatchConfig field; "
+                   "see facexray/stream/config.py and README)")
+    p.add_argument("--http", metavar="HOST:PORT", help=f"metrics and health port (default {DEFAULT_HOST}:{DEFAULT_PORT})")
+    p.add_argument("--analysis-fps", type=float, metavar="F",
+                   help=f"frames analysed per second per stream; 0 = as many as the engines keep up with "
+                        f"(default {w.analysis_fps})")
+    p.add_argument("--queue-frames", type=int, metavar="N",
+                   help=f"frames waiting per stream before the oldest is dropped (default {w.queue_frames})")
+    p.add_argument("--threshold", type=float, help=f"rolling score that raises an alert (default {w.alert.threshold})")
+    p.add_argument("--min-duration", type=float, metavar="S",
+                   help=f"seconds the score must stay above the threshold (default {w.alert.min_duration_s})")
+    p.add_argument("--hysteresis", type=float,
+                   help=f"an alert clears below threshold minus this (default {w.alert.hysteresis})")
+    p.add_argument("--window", type=float, metavar="S",
+                   help=f"rolling window, seconds (default {w.alert.window_s})")
+    p.add_argument("--events", metavar="FILE", help="append alert events (JSONL) to FILE; '-' = stdout (default)")
+    p.add_argument("--images", metavar="DIR", help=f"where alert crops and heatmaps go (default {w.images})")
+    p.add_argument("--webhook", metavar="URL", help="POST every alert event as JSON to URL (retried)")
+    p.add_argument("--webhook-retries", type=int, metavar="N", help=f"default {w.webhook_retries}")
+    p.add_argument("--stall-timeout", type=float, metavar="S",
+                   help=f"reconnect when a read brings nothing for this long (default {w.reconnect.stall_s})")
+    p.add_argument("--backoff-max", type=float, metavar="S",
+                   help=f"longest wait between reconnects (default {w.reconnect.max_s})")
+    p.add_argument("--model", metavar="PATH", help="X-ray checkpoint or .onnx; 'random' for a plumbing check")
+    p.add_argument("--engine", help=f"inference engine (default {w.engine})")
+    p.add_argument("--device", help=f"cpu or cuda[:N] (default {w.device})")
+    p.add_argument("--detector-weights", metavar="PATH", help="RetinaFace weights (.pth)")
+    p.add_argument("--max-batch", type=int, metavar="N",
+                   help=f"most frames in one cross-stream detection batch (default {w.pipeline.detect_batch})")
+    p.add_argument("--max-wait-ms", type=float, metavar="MS",
+                   help=f"longest a partial batch waits for frames of other streams (default {w.pipeline.batch_wait_ms})")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=_run_watch)
+
+
+def _run_watch(a: argparse.Namespace) -> int:
+    import logging
+
+    from .stream.config import streams_from_urls, WatchConfig
+    from .stream.watch import EXIT_USAGE, run_watch
+
+    logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        cfg = WatchConfig.load(
+            a.config, streams=streams_from_urls(a.urls), http=a.http, analysis_fps=a.analysis_fps,
+            queue_frames=a.queue_frames, events=a.events, images=a.images, webhook=a.webhook,
+            webhook_retries=a.webhook_retries, model=a.model, engine=a.engine, device=a.device,
+            pipeline={"detect_batch": a.max_batch, "batch_wait_ms": a.max_wait_ms},
+            alert={"threshold": a.threshold, "min_duration_s": a.min_duration, "hysteresis": a.hysteresis,
+                   "window_s": a.window},
+            reconnect={"stall_s": a.stall_timeout, "max_s": a.backoff_max},
+            detector={"weights": a.detector_weights})
+    except (OSError, ValueError) as e:
+        print(f"facexray watch: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if not cfg.streams:
+        print("facexray watch: give one or more URLs, or --config with `streams:`", file=sys.stderr)
+        return EXIT_USAGE
+    return run_watch(cfg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facexray", description="Face X-ray deepfake detection for video at scale.")
     p.add_argument("--version", action="version", version=f"facexray {__version__}")
@@ -321,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_export(sub)
+    _add_watch(sub)
     return p
 
 

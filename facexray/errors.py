@@ -24,3 +24,7 @@ class CheckpointError(FacexrayError):
 
 class CropSpecMismatch(FacexrayError):
     """A model was trained on a different crop than the one it is asked to score."""
+
+
+class BackendUnavailable(FacexrayError, RuntimeError):
+    """An optional backend (TensorRT, DALI, a CUDA device) was asked for but is not there; the message says what to install."""

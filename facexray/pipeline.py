@@ -27,15 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .aggregate import AggregateConfig, aggregate_scores
 from .batcher import BatchObserver, MicroBatcher
 from .contracts import Face, FaceScore, Frame, VideoResult
-from .decode import DEFAULT_SAMPLE, SampleSpec, open_video
+from .decode import DEFAULT_SAMPLE, SampleSpec, check_decoder, open_decoder
 from .engines import default_batch
 from .engines.xray import XrayRunner
 from .errors import DecodeError
-from .faces.crop import CropSpec, crop_face
+from .faces.crop import CropSpec, crop_face, crop_faces_torch
 from .faces.detect import Detections, RetinaFaceDetector
 from .faces.track import IoUTracker
 
@@ -50,7 +51,8 @@ class PipelineConfig:
     at most go to a network at once, from any number of sources. A batch that is not full
     is cut after `batch_wait_ms` (what a live frame may wait for company), or at once when
     a source is blocked on it. Each source keeps at most `inflight_frames` (None:
-    `detect_batch`) frames in each of the two stages.
+    `detect_batch`) frames in each of the two stages. `decoder` auto | pyav | dali
+    (`decode.select_decoder`: auto takes DALI on a CUDA detector where it can).
     """
 
     sample: str = DEFAULT_SAMPLE
@@ -61,6 +63,7 @@ class PipelineConfig:
     max_faces_per_frame: int = 4
     queue_frames: int = 32
     decode_threads: int = 0
+    decoder: str = "auto"
     crop: CropSpec = field(default_factory=CropSpec)
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
 
@@ -93,10 +96,10 @@ def _put(q: "queue.Queue", item: object, stop: threading.Event) -> bool:
 
 
 def _decode_into(source: str, sample: SampleSpec, threads: int, q: "queue.Queue", stop: threading.Event,
-                 info: dict) -> None:
+                 info: dict, decoder: str = "pyav", device: str = "cpu") -> None:
     t0 = time.perf_counter()
     try:
-        with open_video(source, sample, threads=threads) as reader:
+        with open_decoder(source, sample, decoder, device, threads=threads) as reader:
             info["video"] = reader.info
             for frame in reader:
                 if not _put(q, frame, stop):
@@ -115,12 +118,14 @@ class Pipeline:
     `run` scores one video to a verdict; `score_frames` scores any stream of frames
     of one source, frame by frame. Both may be called from many threads at once.
     `observer(stage, batch_size, seconds)` hears about every network batch.
-    Raises `CropSpecMismatch` when the model was trained on another crop than `config.crop`.
+    Raises `CropSpecMismatch` when the model was trained on another crop than `config.crop`,
+    `BackendUnavailable` when `config.decoder` is dali and DALI cannot run here.
     """
 
     def __init__(self, detector: RetinaFaceDetector, xray: XrayRunner, config: PipelineConfig = PipelineConfig(),
                  observer: BatchObserver | None = None):
         config.crop.check(xray.metadata["crop"])
+        check_decoder(config.decoder, detector.device)
         self.detector = detector
         self.xray = xray
         self.config = config
@@ -137,9 +142,9 @@ class Pipeline:
         share = (time.perf_counter() - t) / len(images)
         return [(d, share) for d in dets]
 
-    def _xray_batch(self, crops: list[np.ndarray]) -> list[tuple[float, np.ndarray, float]]:
+    def _xray_batch(self, crops: list) -> list[tuple[float, np.ndarray, float]]:
         t = time.perf_counter()
-        probs, maps = self.xray(np.stack(crops))
+        probs, maps = self.xray(torch.stack(crops) if isinstance(crops[0], torch.Tensor) else np.stack(crops))
         share = (time.perf_counter() - t) / len(crops)
         return [(float(p), m, share) for p, m in zip(probs, maps)]
 
@@ -164,7 +169,8 @@ class Pipeline:
         stop = threading.Event()
         worker = threading.Thread(target=_decode_into, daemon=True, name="facexray-decode",
                                   args=(str(source), SampleSpec.parse(self.config.sample),
-                                        self.config.decode_threads, q, stop, info))
+                                        self.config.decode_threads, q, stop, info, self.config.decoder,
+                                        str(self.detector.device)))
         worker.start()
         try:
             while (item := q.get()) is not _END:
@@ -198,7 +204,11 @@ class Pipeline:
                 order = np.argsort(-det.scores)[:self.config.max_faces_per_frame]
                 faces = [Face(frame.index, frame.pts, det.boxes[k], float(det.scores[k]), det.landmarks[k], tid)
                          for k, tid in zip(order, tracker.update(det.boxes[order]))]
-                crops = [crop_face(frame.image, f.landmarks, self.crop_spec)[0] for f in faces]
+                if isinstance(frame.image, torch.Tensor):   # GPU path: the pixels stay on the device
+                    crops = list(crop_faces_torch(frame.image[None], [f.landmarks for f in faces], [0] * len(faces),
+                                                  self.crop_spec)[0])
+                else:
+                    crops = [crop_face(frame.image, f.landmarks, self.crop_spec)[0] for f in faces]
                 timer["crop_s"] += time.perf_counter() - t
                 scoring.append((frame, faces, self._xray.submit_many(crops)))
                 block = False
@@ -216,8 +226,8 @@ class Pipeline:
 
         for frame in frames:
             detecting.append((frame, self._detect.submit(frame.image)))
-            to_xray(block=len(detecting) > window)
-            yield from finished(block=len(scoring) > window)
+            to_xray(block=len(detecting) >= window)
+            yield from finished(block=len(scoring) >= window)
         while detecting:
             to_xray(block=True)
         while scoring:
@@ -275,5 +285,6 @@ class Pipeline:
                       "codec": video.codec},
                   "track_scores": {str(k): round(v, 5) for k, v in agg.track_scores.items()},
                   "worst_track": agg.worst_track,
-                  "frames_decoded": stats.get("decoded")},
+                  "frames_decoded": stats.get("decoded"),
+                  "decoder": stats.get("decoder")},
         )

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import livestreams
+
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 
 
@@ -37,3 +39,47 @@ def detector_weights(models_dir, monkeypatch) -> Path:
 def _private_cache(tmp_path_factory, monkeypatch):
     """Every test exports ONNX into a cache of this test session, never the user's."""
     monkeypatch.setenv("FACEXRAY_CACHE", str(tmp_path_factory.getbasetemp() / "facexray-cache"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip without a CUDA device, `tensorrt` tests without TensorRT (or without CUDA)."""
+    import importlib.util
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    trt = cuda and importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device (torch sees none)"))
+        if "tensorrt" in item.keywords and not trt:
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT and a CUDA device"))
+
+
+# -- live streams (facexray watch): a real GStreamer RTSP server ---------------------------------------------
+
+LIVE_CLIP = "data/real_videos/edtalk/test_data__pose_source2.mp4"
+"""The default clip served live: a 60-s talking head, 256², H.264 at 25 fps (the server plays it once per session)."""
+
+
+@pytest.fixture(scope="session")
+def rtsp_tool(shared_dir) -> Path:
+    """shared/tools/rtsp_server_gst.py; skips when Debian's python3 lacks gi / GstRtspServer."""
+    why = livestreams.gst_rtsp_missing()
+    if why:
+        pytest.skip(why)
+    return shared_dir / "tools" / "rtsp_server_gst.py"
+
+
+@pytest.fixture
+def rtsp_server(rtsp_tool, shared_dir):
+    """Start RTSP servers of real clips (`rtsp_server()` → a running `RtspServer`); all are killed at teardown."""
+    servers: list = []
+
+    def start(clip: str = LIVE_CLIP) -> livestreams.RtspServer:
+        servers.append(livestreams.RtspServer(rtsp_tool, shared_dir / clip).start())
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.kill()

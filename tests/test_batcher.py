@@ -121,3 +121,23 @@ def test_concurrent_sources_score_as_they_do_alone(shared_dir, models_dir):
         assert [s.face.track_id for s in t.scores] == [s.face.track_id for s in a.scores]
         np.testing.assert_allclose([s.prob for s in t.scores], [s.prob for s in a.scores], atol=1e-5)
         assert t.result.score == pytest.approx(a.result.score, abs=1e-5)
+
+
+def test_inflight_one_yields_each_frame_before_taking_the_next(shared_dir, models_dir):
+    """Live sources score frame by frame: with inflight=1 no frame waits for its successor."""
+    from facexray.decode import open_video
+
+    with open_video(shared_dir / "data/real_videos/lia/data__vox__driving2.mp4", "every=50") as r:
+        frames = list(r)
+    pulled = []
+
+    def source():
+        for f in frames:
+            pulled.append(f.index)
+            yield f
+
+    detector = RetinaFaceDetector(models_dir / "retinaface_mnet025/Retinaface__weights__mobilenet0.25_Final.pth")
+    with Pipeline(detector, load_xray("random"), PipelineConfig(batch_wait_ms=60_000)) as pipe:
+        seen = [(r.frame.index, list(pulled)) for r in pipe.score_frames(source(), inflight=1)]
+    assert len(seen) == len(frames) >= 3
+    assert all(pulled_then[-1] == index for index, pulled_then in seen)

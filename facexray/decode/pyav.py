@@ -68,6 +68,7 @@ _FALLBACK_FPS = 25.0  # FFmpeg's own assumption for streams that carry no timing
 _BLIND_FORWARD_S = 2.0  # with no keyframe index: decode forward rather than seek when this close
 _EPS = 1e-6  # seconds; absorbs float rounding when comparing pts with targets
 PARALLEL_TARGETS = (8, 64)  # uniform=N decodes its two halves at once when N is in this range (local files)
+_TEXT_CODECS = {"ansi", "bintext", "xbin", "idf"}  # FFmpeg's tty demuxers turn any text file or page into these
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 DecodedFrame = tuple[int, "av.VideoFrame"]  # (position in decoder output, frame)
@@ -78,13 +79,19 @@ def open_video(
     sample: SampleSpec | str = DEFAULT_SAMPLE,
     threads: int = 0,
     options: dict[str, str] | None = None,
+    timeout: tuple[float, float] | None = None,
 ) -> VideoReader | ImageReader:
     """Open a local file or a URL (http, https, rtsp, ...) for reading sampled frames.
 
     `sample` is a `SampleSpec` or its text (`"all"`, `"every=5"`, `"uniform=32"`, `"fps=2"`).
     `threads` is the decoder's thread count (0: FFmpeg chooses). `options` are FFmpeg
     demuxer/protocol options, added to the defaults for network sources (rtsp: TCP
-    transport; all: a 10 s socket timeout, in microseconds as FFmpeg wants).
+    transport; all: a 10 s socket timeout, in microseconds as FFmpeg wants). `timeout`
+    (open, read) in seconds bounds how long opening and any one read of a network source may
+    block (default `NETWORK_TIMEOUT_S` for both; the read timeout is also the protocol's socket
+    timeout, which is what ends a read from an RTSP server that went silent): a read that
+    blocks longer ends the stream with a read error instead of hanging, which is what a live
+    source's stall watchdog relies on.
     Raises `DecodeError` when the input cannot be opened or gives no frame, and
     `ValueError` for a bad sample spec. A live stream has no duration, so `uniform=N` on it
     would only return when the stream ends: use `fps=F` or `every=K` for live sources.
@@ -93,7 +100,7 @@ def open_video(
     """
     if is_image_path(source):
         return ImageReader(source, sample)
-    return VideoReader(source, sample, threads=threads, options=options)
+    return VideoReader(source, sample, threads=threads, options=options, timeout=timeout)
 
 
 class VideoReader:
@@ -114,6 +121,7 @@ class VideoReader:
         threads: int = 0,
         options: dict[str, str] | None = None,
         parallel: bool = True,
+        timeout: tuple[float, float] | None = None,
     ):
         self.source_id = str(source)
         self._threads, self._options, self._parallel = threads, options, parallel
@@ -140,7 +148,7 @@ class VideoReader:
         # One converter for the whole read (it keeps its swscale context between frames), single-threaded:
         # per-call thread start-up costs more than it saves for one frame, and readers run side by side.
         self._rgb = VideoReformatter()
-        self._container = _open_container(self.source_id, options)
+        self._container = _open_container(self.source_id, options, timeout)
         try:
             self.info = self._probe(threads)
         except BaseException:
@@ -155,6 +163,8 @@ class VideoReader:
         stream = container.streams.video[0]
         if stream.codec_context is None:
             raise DecodeError(self.source_id, "unsupported video codec")
+        if stream.codec_context.name in _TEXT_CODECS:
+            raise DecodeError(self.source_id, "not a video file (text, which FFmpeg would render as ANSI art)")
         self._stream = stream
         self._cc = stream.codec_context
         self._cc.thread_type = "AUTO"
@@ -460,7 +470,8 @@ class VideoReader:
 # -- opening ------------------------------------------------------------------------------
 
 
-def _open_container(source_id: str, options: dict[str, str] | None) -> av.container.InputContainer:
+def _open_container(source_id: str, options: dict[str, str] | None,
+                    timeout: tuple[float, float] | None = None) -> av.container.InputContainer:
     """av.open with the checks that turn FFmpeg's errors into reasons a user can act on."""
     scheme = _url_scheme(source_id)
     path = Path(source_id)
@@ -471,13 +482,14 @@ def _open_container(source_id: str, options: dict[str, str] | None) -> av.contai
             raise DecodeError(source_id, "is a directory, not a video file")
         if path.stat().st_size == 0:
             raise DecodeError(source_id, "file is empty (0 bytes)")
-    container_options = {**default_options(source_id), **(options or {})}
+    timeout = timeout or (NETWORK_TIMEOUT_S, NETWORK_TIMEOUT_S)
+    container_options = {**default_options(source_id, timeout[1]), **(options or {})}
     try:
         return av.open(
             source_id,
             mode="r",
             container_options=container_options,
-            timeout=NETWORK_TIMEOUT_S if scheme else None,
+            timeout=timeout if scheme else None,
         )
     except FileNotFoundError:
         raise DecodeError(source_id, "file not found") from None
@@ -491,17 +503,18 @@ def _open_container(source_id: str, options: dict[str, str] | None) -> av.contai
         raise DecodeError(source_id, f"cannot open ({_message(e)})") from None
 
 
-def default_options(source: str) -> dict[str, str]:
+def default_options(source: str, timeout_s: float = NETWORK_TIMEOUT_S) -> dict[str, str]:
     """FFmpeg options used for a source unless overridden: for network sources a socket timeout, TCP for RTSP."""
     scheme = _url_scheme(source)
     if scheme in ("rtsp", "rtsps"):
-        return {"rtsp_transport": "tcp", "timeout": str(int(NETWORK_TIMEOUT_S * 1e6))}
+        return {"rtsp_transport": "tcp", "timeout": str(int(timeout_s * 1e6))}
     if scheme in ("http", "https", "tcp", "rtmp", "rtmps"):
-        return {"timeout": str(int(NETWORK_TIMEOUT_S * 1e6))}
+        return {"timeout": str(int(timeout_s * 1e6))}
     return {}
 
 
 def _url_scheme(source: str) -> str | None:
+    """The lower-cased scheme of a URL ("rtsp", "http", ...), None for a local path."""
     m = _URL.match(source)
     return m.group(1).lower() if m else None
 

@@ -18,7 +18,7 @@ from torch import nn
 from ..paths import cache_dir
 from .base import Engine
 from .onnx_engine import OnnxRuntimeEngine, export_onnx
-from .torch_engine import TorchEngine
+from .torch_engine import TorchEngine, TorchOptions
 
 ENGINES = ("auto", "torch", "onnxruntime", "tensorrt")
 
@@ -53,25 +53,35 @@ def state_hash(module: nn.Module) -> str:
 
 def create_engine(kind: str, module: nn.Module, output_names: tuple[str, ...],
                   input_shape: tuple[int, int, int, int], key: str, device: str = "cpu",
-                  dynamic_hw: bool = False, half: bool = False) -> Engine:
+                  dynamic_hw: bool = False, options: TorchOptions | None = None) -> Engine:
     """Build the engine `kind` for `module`.
 
+    The torch engine runs with `options` (default `TorchOptions.for_device(device)`: fp16 and
+    CUDA graphs on CUDA, warmed up at `input_shape` unless its height and width vary).
     ONNX-based engines cache their exported graph in `cache_dir()` under `key` (a
     readable name) and a hash of the module's weights, so the export runs once per
-    set of weights and never serves stale ones.
+    set of weights and never serves stale ones; TensorRT caches its built engine beside it.
     """
     kind = resolve_engine(kind, device)
     if kind == "torch":
-        return TorchEngine(module, output_names, device=device, half=half)
+        if options is None:
+            options = TorchOptions.for_device(device, warmup_shape=None if dynamic_hw else tuple(input_shape[1:]))
+        return TorchEngine(module, output_names, device=device, options=options)
     if kind in ("onnxruntime", "tensorrt"):
+        if kind == "tensorrt":
+            from .tensorrt_engine import require_tensorrt
+
+            require_tensorrt(device)  # before the export: say what is missing at once
         onnx_path = Path(cache_dir()) / "onnx" / f"{key}-{state_hash(module)}{'-dyn' if dynamic_hw else ''}.onnx"
         if not onnx_path.exists():
             export_onnx(module, onnx_path, input_shape, output_names, dynamic_hw=dynamic_hw)
         if kind == "onnxruntime":
             return OnnxRuntimeEngine(onnx_path, device=device)
-        raise RuntimeError("the tensorrt engine is not part of this build yet; use --engine torch or onnxruntime")
+        from .tensorrt_engine import TensorRTEngine
+
+        return TensorRTEngine(onnx_path, device=device, input_shape=tuple(input_shape), dynamic_hw=dynamic_hw)
     raise ValueError(f"unknown engine {kind!r}; choose one of {', '.join(ENGINES)}")
 
 
-__all__ = ["Engine", "TorchEngine", "OnnxRuntimeEngine", "export_onnx", "create_engine", "resolve_engine",
+__all__ = ["Engine", "TorchEngine", "TorchOptions", "OnnxRuntimeEngine", "export_onnx", "create_engine", "resolve_engine",
            "default_batch", "ENGINES", "DEFAULT_BATCH"]

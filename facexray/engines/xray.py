@@ -14,6 +14,7 @@ from ..faces.crop import CropSpec
 from . import create_engine, resolve_engine
 from .base import Engine
 from .onnx_engine import OnnxRuntimeEngine
+from .torch_engine import TorchOptions
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "xray_default.safetensors"
@@ -30,7 +31,7 @@ class XrayRunner:
     """An engine holding the X-ray network, plus the metadata that says how to feed it.
 
     Call it with aligned crops (N, S, S, 3) RGB uint8 made by `faces.crop.crop_face`
-    with `self.crop_spec`; it returns (fake probabilities (N,), X-ray maps (N, 64, 64)).
+    (or `crop_faces_torch`) with `self.crop_spec`; it returns (fake probabilities (N,), X-ray maps (N, 64, 64)).
     """
 
     engine: Engine
@@ -45,8 +46,10 @@ class XrayRunner:
     def is_random(self) -> bool:
         return bool(self.metadata.get("random"))
 
-    def __call__(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0)
+    def __call__(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Score crops given as a numpy array or a uint8 tensor on any device (the GPU path's crops)."""
+        x = crops if isinstance(crops, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(crops))
+        x = x.to(self.engine.device).permute(0, 3, 1, 2).float().div_(255.0)
         out = self.engine(x)
         return out["prob"].reshape(-1).cpu().numpy(), out["xray"].cpu().numpy()
 
@@ -56,9 +59,10 @@ class XrayRunner:
 
 
 def load_xray(model: str | Path | None = None, engine: str = "auto", device: str = "cpu",
-              half: bool = False) -> XrayRunner:
+              options: TorchOptions | None = None) -> XrayRunner:
     """Load the X-ray model: `None` → the shipped default, `"random"` → seeded random weights
-    (plumbing checks only), a `.safetensors` checkpoint, or an `.onnx` export.
+    (plumbing checks only), a `.safetensors` checkpoint, or an `.onnx` export. `options` tune
+    the torch engine (default: `TorchOptions.for_device(device)`).
 
     Raises `ModelNotFoundError` with what to do when the weights are not there.
     """
@@ -88,7 +92,7 @@ def load_xray(model: str | Path | None = None, engine: str = "auto", device: str
         net, meta = load_checkpoint(path)
         key, name = path.stem, path.name
     size = CropSpec.from_dict(meta["crop"]).size
-    eng = create_engine(engine, net, OUTPUT_NAMES, (1, 3, size, size), key=key, device=device, half=half)
+    eng = create_engine(engine, net, OUTPUT_NAMES, (1, 3, size, size), key=key, device=device, options=options)
     return XrayRunner(eng, meta, name)
 
 

@@ -113,8 +113,8 @@ class RetinaFaceDetector:
     # -- public ---------------------------------------------------------------------------
 
     def detect(self, images: Sequence[np.ndarray] | torch.Tensor) -> list[Detections]:
-        """Detect faces in each image: RGB uint8 HWC numpy arrays of any sizes, or a uint8
-        tensor (N, H, W, 3) of equal-size frames (on any device). One `Detections` per image.
+        """Detect faces in each image: RGB uint8 HWC numpy arrays or tensors (on any device) of any
+        sizes, or a uint8 tensor (N, H, W, 3) of equal-size frames. One `Detections` per image.
 
         Images share a forward pass only with images of the same network input size, so an
         image's detections never depend on the sizes of the others in the call (letterbox
@@ -132,7 +132,12 @@ class RetinaFaceDetector:
             for start in range(0, len(idx), step):
                 part = idx[start:start + step]
                 # a tensor holds frames of one size, so its single group is contiguous
-                chunk = images[part[0]:part[-1] + 1] if is_tensor else [images[i] for i in part]
+                if is_tensor:
+                    chunk = images[part[0]:part[-1] + 1]
+                elif isinstance(images[part[0]], torch.Tensor):   # frames of several GPU sources
+                    chunk = torch.stack([images[i] for i in part])
+                else:
+                    chunk = [images[i] for i in part]
                 batch, scales = self.preprocess(chunk)
                 for i, det in zip(part, self.postprocess(self.engine(batch), tuple(batch.shape[-2:]), scales)):
                     results[i] = det

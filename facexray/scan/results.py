@@ -54,11 +54,11 @@ def _repair_tail(fd: int, path: Path) -> None:
 
 
 class ResultWriter:
-    """Appends records to a JSONL file (or nowhere, when `path` is None)."""
+    """Appends records to a JSONL file (or nowhere, when `path` is None; to stdout, unsynced, when it is "-")."""
 
     def __init__(self, path: str | Path | None):
-        self.path = Path(path) if path else None
-        self._fd = None
+        self.path = Path(path) if path and str(path) != "-" else None
+        self._fd = 1 if str(path) == "-" else None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -71,10 +71,11 @@ class ResultWriter:
         view = memoryview(line)
         while view:
             view = view[os.write(self._fd, view):]
-        os.fsync(self._fd)
+        if self.path:
+            os.fsync(self._fd)
 
     def close(self) -> None:
-        if self._fd is not None:
+        if self._fd is not None and self.path:
             os.close(self._fd)
             self._fd = None
 

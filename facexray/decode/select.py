@@ -1,0 +1,104 @@
+"""Which decoder reads a source: DALI (GPU) where it can, PyAV otherwise, always with the reason.
+
+Example:
+    >>> select_decoder("auto", "rtsp://127.0.0.1:8554/test", "cuda", "fps=2").decoder
+    'pyav'
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from facexray.decode.pyav import _url_scheme, open_video
+from facexray.decode.sampling import SampleSpec
+from facexray.decode.still import is_image_path
+from facexray.errors import BackendUnavailable, DecodeError
+
+DECODERS = ("auto", "pyav", "dali")
+DALI_CODECS = ("h264", "hevc")
+
+
+@dataclass(frozen=True)
+class DecoderChoice:
+    """The decoder picked for one source and why (shown in records and logs)."""
+
+    decoder: str
+    reason: str
+
+
+def dali_missing(device: str | torch.device) -> str | None:
+    """Why DALI cannot run on `device` on this machine (not installed, not a CUDA device), or None."""
+    if importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None:
+        return 'NVIDIA DALI is not installed (pip install -e ".[gpu]")'
+    if torch.device(device).type != "cuda":
+        return "DALI decodes on a CUDA device; add --device cuda"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    return None
+
+
+def check_decoder(kind: str, device: str | torch.device) -> None:
+    """Raise at start-up, not per file: ValueError for an unknown decoder, `BackendUnavailable` for
+    `dali` where it cannot run at all."""
+    if kind not in DECODERS:
+        raise ValueError(f"unknown decoder {kind!r}; choose one of {', '.join(DECODERS)}")
+    if kind == "dali" and (why := dali_missing(device)):
+        raise BackendUnavailable(f"--decoder dali: {why}; or use --decoder pyav")
+
+
+def _dali_obstacle(source: str, device: str | torch.device, sample: SampleSpec) -> str | None:
+    """Why DALI cannot read `source` here, or None when it can."""
+    if why := dali_missing(device):
+        return why
+    if _url_scheme(source) is not None:
+        return "DALI reads local files only, not streams"
+    if is_image_path(source):
+        return "a picture, not a video"
+    if sample.mode not in ("all", "every"):
+        return f"DALI cannot sample {sample} (it reads all or every=K; uniform=N seeks, which PyAV does)"
+    try:
+        with open_video(source, "all") as probe:
+            info = probe.info
+    except DecodeError as e:
+        return f"PyAV probe failed ({e.reason})"
+    if info.codec not in DALI_CODECS:
+        return f"codec {info.codec} (DALI here: {', '.join(DALI_CODECS)})"
+    if info.rotation:
+        return f"the video is stored rotated by {info.rotation} degrees, which DALI does not undo"
+    return None
+
+
+def select_decoder(kind: str, source: str | Path, device: str | torch.device, sample: SampleSpec | str) -> DecoderChoice:
+    """Pick the decoder for `source`: `pyav` as asked; `dali` as asked or `BackendUnavailable` with the
+    reason it cannot; `auto` DALI when it is installed, the device is CUDA and the source a local
+    H.264/HEVC file sampled with `all`/`every=K`, else PyAV (the reason says which condition failed)."""
+    check_decoder(kind, device)
+    if kind == "pyav":
+        return DecoderChoice("pyav", "asked for")
+    obstacle = _dali_obstacle(str(source), device, SampleSpec.coerce(sample))
+    if obstacle is None:
+        return DecoderChoice("dali", "asked for" if kind == "dali" else "GPU, DALI and a supported codec")
+    if kind == "dali":
+        raise BackendUnavailable(f"--decoder dali cannot read {source}: {obstacle}")
+    return DecoderChoice("pyav", obstacle)
+
+
+def open_decoder(source: str | Path, sample: SampleSpec | str, decoder: str = "pyav",
+                 device: str | torch.device = "cpu", threads: int = 0):
+    """`open_video` through the decoder `select_decoder` picks; the reader's `stats["decoder"]` names it."""
+    choice = select_decoder(decoder, source, device, sample)
+    if choice.decoder == "pyav":
+        reader = open_video(source, sample, threads=threads)
+    else:
+        from facexray.decode.dali import DaliVideoReader
+
+        with open_video(source, "all") as probe:
+            info = probe.info
+        reader = DaliVideoReader(source, sample, info, device=device)
+    reader.stats["decoder"] = choice.decoder
+    reader.stats["decoder_reason"] = choice.reason
+    return reader
