@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -18,3 +19,12 @@ def cache_dir() -> Path:
     if v:
         return Path(v)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facexray"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks (weights checks and engine cache keys)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

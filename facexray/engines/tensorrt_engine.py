@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..errors import BackendUnavailable
-from ..paths import cache_dir
+from ..paths import cache_dir, file_sha256
 from .base import Engine
 
 PRECISIONS = ("fp16", "bf16", "fp32")
@@ -48,13 +48,6 @@ def require_tensorrt(device: str | torch.device):
                                  "or use --engine torch") from None
     return tensorrt
 
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, precision: str,

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelNotFoundError
-from ..paths import cache_dir, models_dir
+from ..paths import cache_dir, file_sha256, models_dir
 
 
 @dataclass(frozen=True)
@@ -62,14 +61,6 @@ REGISTRY: dict[str, WeightsSpec] = {
             "6f34bf9f034aa2f521952f825e6ccc567deb42d6/onnx/pfld.onnx"),
 }
 
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_weights(name: str, path: str | Path | None = None) -> Path:
