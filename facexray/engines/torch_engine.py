@@ -140,7 +140,7 @@ class TorchEngine(Engine):
         i = bisect.bisect_left(self.buckets, n)
         return self.buckets[min(i, len(self.buckets) - 1)]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         n = batch.shape[0]
         top = self.buckets[-1] if self.buckets else max(n, 1)
@@ -155,7 +155,8 @@ class TorchEngine(Engine):
         x = x.to(self.device, dtype=self.dtype, non_blocking=True)
         if b > n:
             x = torch.cat([x, x.new_zeros((b - n, *x.shape[1:]))])
-        x = x.contiguous(memory_format=self.memory_format)
+        if self.options.channels_last:  # otherwise keep the caller's layout (the detector hands channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
         if self.options.cuda_graphs:
             key = tuple(x.shape)
             graph = self._graphs.get(key)
