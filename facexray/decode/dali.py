@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from facexray.contracts import Frame
-from facexray.decode.info import VideoInfo
+from facexray.decode.info import VideoInfo, new_stats
 from facexray.decode.sampling import SampleSpec
 from facexray.errors import BackendUnavailable, DecodeError
 
@@ -61,8 +61,7 @@ class DaliVideoReader:
             raise ValueError(f"the DALI reader samples {' and '.join(SUPPORTED_MODES)}; "
                              f"{self.spec} is read by PyAV (select_decoder does this)")
         self.info = info
-        self.stats: dict[str, Any] = {"decoded": 0, "yielded": 0, "corrupt_packets": 0, "corrupt_frames": 0,
-                                      "read_errors": 0, "seeks": 0, "last_error": None, "decoder": "dali"}
+        self.stats: dict[str, Any] = {**new_stats(), "decoder": "dali"}
         stride = int(self.spec.value) if self.spec.mode == "every" else 1
         self._fps = info.fps or 25.0
         device = torch.device(device)

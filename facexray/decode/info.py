@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,3 +31,9 @@ class VideoInfo:
     codec: str
     pix_fmt: str
     rotation: int
+
+
+def new_stats() -> dict[str, Any]:
+    """A reader's counters, zeroed; every backend keeps the same keys (see `VideoReader.stats`)."""
+    return {"decoded": 0, "yielded": 0, "corrupt_packets": 0, "corrupt_frames": 0, "read_errors": 0, "seeks": 0,
+            "last_error": None}

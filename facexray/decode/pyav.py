@@ -56,7 +56,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from facexray.contracts import Frame
-from facexray.decode.info import VideoInfo
+from facexray.decode.info import VideoInfo, new_stats
 from facexray.decode.sampling import DEFAULT_SAMPLE, SampleSpec, StrideReservoir, uniform_targets
 from facexray.decode.still import ImageReader, is_image_path
 from facexray.errors import DecodeError
@@ -126,15 +126,7 @@ class VideoReader:
         self.source_id = str(source)
         self._threads, self._options, self._parallel = threads, options, parallel
         self.spec = SampleSpec.coerce(sample)
-        self.stats: dict[str, Any] = {
-            "decoded": 0,
-            "yielded": 0,
-            "corrupt_packets": 0,
-            "corrupt_frames": 0,
-            "read_errors": 0,
-            "seeks": 0,
-            "last_error": None,
-        }
+        self.stats: dict[str, Any] = new_stats()
         self._started = False
         self._seekable = True
         self._skip_before: int | None = None  # pts: packets before it need not decode non-reference frames

@@ -25,7 +25,7 @@ from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from ..contracts import Frame
 from ..errors import DecodeError
-from .info import VideoInfo
+from .info import VideoInfo, new_stats
 from .sampling import DEFAULT_SAMPLE, SampleSpec, pick_frames
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -56,8 +56,7 @@ class ImageReader:
     def __init__(self, source: str | Path, sample: SampleSpec | str = DEFAULT_SAMPLE):
         self.source_id = str(source)
         self.spec = SampleSpec.coerce(sample)
-        self.stats: dict[str, Any] = {"decoded": 0, "yielded": 0, "corrupt_packets": 0, "corrupt_frames": 0,
-                                      "read_errors": 0, "seeks": 0, "last_error": None}
+        self.stats: dict[str, Any] = new_stats()
         path = Path(source)
         if not path.is_file():
             raise DecodeError(self.source_id, "file not found")
