@@ -34,13 +34,16 @@ from .batcher import BatchObserver, MicroBatcher
 from .contracts import Face, FaceScore, Frame, VideoResult
 from .decode import DEFAULT_SAMPLE, SampleSpec, check_decoder, open_decoder
 from .engines import default_batch
-from .engines.xray import XrayRunner
+from .engines.xray import XrayRunner, load_xray
 from .errors import DecodeError
 from .faces.crop import CropSpec, crop_face, crop_faces_torch
-from .faces.detect import Detections, RetinaFaceDetector
+from .faces.detect import DetectorConfig, Detections, RetinaFaceDetector
 from .faces.track import IoUTracker
 
 _END = object()
+
+RANDOM_WARNING = "scored with RANDOM weights (--model random): a plumbing check, the scores mean nothing"
+"""What every result scored by `--model random` says about itself."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,16 @@ class Pipeline:
         wait = config.batch_wait_ms / 1000
         self._detect = MicroBatcher(self._detect_batch, config.detect_batch, wait, "detect", observer)
         self._xray = MicroBatcher(self._xray_batch, self.xray_batch, wait, "xray", observer)
+
+    @classmethod
+    def load(cls, model: str | None, engine: str, device: str, detector: DetectorConfig,
+             config: PipelineConfig = PipelineConfig(), observer: BatchObserver | None = None) -> "Pipeline":
+        """Load the X-ray model (`engines.xray.load_xray`: None is the shipped one) and the detector, and wire them.
+
+        Raises what loading raises (`FacexrayError`, `RuntimeError`, `ValueError`) with what is missing.
+        """
+        xray = load_xray(model, engine=engine, device=device)
+        return cls(RetinaFaceDetector(config=detector, engine=engine, device=device), xray, config, observer)
 
     def _detect_batch(self, images: list[np.ndarray]) -> list[tuple[Detections, float]]:
         t = time.perf_counter()
@@ -277,8 +290,7 @@ class Pipeline:
             decode_errors=int(stats.get("corrupt_packets", 0)),
             error=error,
             model=self.xray.name,
-            warning=("scored with RANDOM weights (--model random): a plumbing check, the scores mean nothing"
-                     if self.xray.is_random else None),
+            warning=RANDOM_WARNING if self.xray.is_random else None,
             meta={"video": None if video is None else {
                       "width": video.width, "height": video.height, "fps": round(video.fps or 0.0, 3),
                       "duration": None if video.duration is None else round(video.duration, 3),

@@ -36,9 +36,8 @@ from .. import __version__
 from ..batcher import BatchObserver
 from ..contracts import VideoResult
 from ..engines import resolve_engine
-from ..engines.xray import load_xray
 from ..errors import FacexrayError
-from ..faces.detect import DetectorConfig, RetinaFaceDetector
+from ..faces.detect import DetectorConfig
 from ..pipeline import Pipeline, PipelineConfig, PipelineOutput
 from ..report.annotate import annotate, output_name
 from ..report.evidence import Evidence, EvidenceConfig
@@ -122,9 +121,7 @@ class Backend(Protocol):
 
 def build_pipeline(cfg: ScanConfig, observer: BatchObserver | None = None) -> Pipeline:
     """The detector + X-ray pipeline a scan runs (one per process, or per Ray worker), shared by its videos."""
-    xray = load_xray(cfg.model, engine=cfg.engine, device=cfg.device)
-    detector = RetinaFaceDetector(config=cfg.detector, engine=cfg.engine, device=cfg.device)
-    return Pipeline(detector, xray, cfg.pipeline, observer=observer)
+    return Pipeline.load(cfg.model, cfg.engine, cfg.device, cfg.detector, cfg.pipeline, observer)
 
 
 class LocalBackend:

@@ -33,12 +33,10 @@ import numpy as np
 
 from .. import __version__
 from ..contracts import Face
-from ..engines.xray import load_xray
 from ..errors import FacexrayError
 from ..faces.crop import crop_face
-from ..faces.detect import RetinaFaceDetector
 from ..faces.track import IoUTracker
-from ..pipeline import Pipeline
+from ..pipeline import RANDOM_WARNING, Pipeline
 from .alerts import AlertSink, iso_time
 from .config import StreamConfig, WatchConfig
 from .metrics import WatchMetrics
@@ -117,13 +115,12 @@ class Watch:
 
     def _load_engines(self) -> Pipeline:
         cfg = self.cfg
-        xray = load_xray(cfg.model, engine=cfg.engine, device=cfg.device)
-        detector = RetinaFaceDetector(config=cfg.detector, engine=cfg.engine, device=cfg.device)
-        self.model_name = xray.name
-        if xray.is_random:
-            self.warning = "scored with RANDOM weights (--model random): a plumbing check, the scores mean nothing"
+        pipeline = Pipeline.load(cfg.model, cfg.engine, cfg.device, cfg.detector, cfg.pipeline, self._observe_batch)
+        self.model_name = pipeline.xray.name
+        if pipeline.xray.is_random:
+            self.warning = RANDOM_WARNING
             log.warning(self.warning)
-        return Pipeline(detector, xray, cfg.pipeline, observer=self._observe_batch)
+        return pipeline
 
     def _observe_batch(self, stage: str, size: int, seconds: float) -> None:
         self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
