@@ -39,10 +39,9 @@ class EvidenceConfig:
 
 def annotated_names(files: list[Path]) -> dict[Path, str]:
     """Output names for the files of one scan: `clip.xray.mp4`, with a short hash of the path where names collide."""
-    counts = Counter(output_name(f) for f in files)
-    out = {}
-    for f in files:
-        name = output_name(f)
+    out = {f: output_name(f) for f in files}          # a picture's name needs a look inside it: once per file
+    counts = Counter(out.values())
+    for f, name in out.items():
         if counts[name] > 1:
             stem, _, ext = name.partition(".xray")
             name = f"{stem}-{hashlib.sha1(str(f).encode()).hexdigest()[:8]}.xray{ext}"
