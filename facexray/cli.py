@@ -207,17 +207,26 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                    help=f"worker processes (default {DEFAULT_WORKERS})")
+    p.add_argument("--detector-weights", metavar="PATH",
+                   help="RetinaFace weights (.pth); default: found in $FACEXRAY_MODELS or the cache")
+    p.add_argument("--landmark-weights", metavar="PATH",
+                   help="PFLD 68-point ONNX; default: found in $FACEXRAY_MODELS or the cache")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_prepare)
 
 
 def _run_prepare(a: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from .errors import FacexrayError
+    from .faces.detect import DetectorConfig
     from .train.prepare import prepare
 
     try:
         report = prepare(a.sources, a.out, workers=a.workers, progress=not a.quiet, sample=a.sample,
-                         val_fraction=a.val_fraction, max_faces=a.max_faces, min_face=a.min_face, seed=a.seed)
+                         val_fraction=a.val_fraction, max_faces=a.max_faces, min_face=a.min_face, seed=a.seed,
+                         detector=replace(DetectorConfig(), weights=a.detector_weights),
+                         landmark_weights=a.landmark_weights)
     except (FileNotFoundError, ValueError, FacexrayError) as e:
         print(f"facexray prepare: {e}", file=sys.stderr)
         return 2
@@ -241,9 +250,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--time-budget", type=float, dest="time_budget_s", metavar="SECONDS",
                    help="stop training after this long (validation and checkpoints still run)")
-    p.add_argument("--concurrency", "-j", type=int, metavar="K",
-                   help="videos decoded at once, sharing the detector and X-ray batches (default: from the cores "
-                        "and device, see scan/runner.auto_concurrency; on Ray: per worker, default 1 on CPU)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.* where a run stopped")
     p.set_defaults(func=_run_train)
 

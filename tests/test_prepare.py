@@ -293,3 +293,20 @@ def test_prepare_reads_the_faceforensics_layout(detector_weights, shared_dir, tm
             assert abs(m[160, 160] - level) <= 2, (r["frame"], m[160, 160], level)
             inside = np.abs(m - level) <= 2
             assert inside.mean() > 0.5 and (inside | (m < level)).all()
+
+
+def test_cli_prepare_takes_the_model_files_by_path(models_dir, shared_dir, tmp_path, monkeypatch):
+    """With no FACEXRAY_MODELS and an empty cache, the weights given on the command line are used."""
+    from facexray.cli import main
+
+    monkeypatch.delenv("FACEXRAY_MODELS", raising=False)
+    monkeypatch.setenv("FACEXRAY_CACHE", str(tmp_path / "empty_cache"))
+    photo = tmp_path / "in" / "face.jpg"
+    photo.parent.mkdir()
+    shutil.copy(shared_dir / "data" / "real_faces" / PHOTOS[0], photo)
+    args = ["prepare", str(photo.parent), "--out", str(tmp_path / "ds"), "--workers", "1", "--quiet"]
+    assert main(args) == 2                                    # no weights anywhere: a clear refusal
+    weights = ["--detector-weights", str(models_dir / "retinaface_mnet025" / "Retinaface__weights__mobilenet0.25_Final.pth"),
+               "--landmark-weights", str(models_dir / "landmark68_cunjian" / "onnx__pfld.onnx")]
+    assert main(args + weights) == 0
+    assert len(_read(tmp_path / "ds" / "index.jsonl")) == 1
