@@ -277,6 +277,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="DATASET|CSV|FOLDER")
     p.add_argument("--model", metavar="PATH", help="checkpoint or ONNX export (default: the shipped model)")
     p.add_argument("--split", help="with a dataset: only this split (train or val)")
+    p.add_argument("--blend", choices=["sbi", "bi", "mix"],
+                   help="with a dataset of real faces: score them against fakes blended from them as the training "
+                        "validation does (sbi = self-blended, bi = Face X-ray pairs, mix = the recipe's); "
+                        "split default val")
     p.add_argument("--engine", default="auto", help="auto, torch or onnxruntime")
     p.add_argument("--device", default="cpu")
     p.add_argument("--sample", default=None, metavar="SPEC", help="with a CSV of videos: frames to score")
@@ -297,7 +301,11 @@ def _run_eval(a: argparse.Namespace) -> int:
     except FacexrayError as e:
         print(f"facexray eval: {e}", file=sys.stderr)
         return 3
-    res = evaluate(a.input, runner, split=a.split, sample=a.sample)
+    try:
+        res = evaluate(a.input, runner, split=a.split, sample=a.sample, blend=a.blend)
+    except ValueError as e:
+        print(f"facexray eval: {e}", file=sys.stderr)
+        return 2
     text = json.dumps(res, indent=2, default=float)
     print(text)
     if a.json:

@@ -2,7 +2,10 @@
 
 Inputs:
   - a prepared dataset (a folder with index.jsonl, labels from `prepare`): the stored crops
-    are scored directly, so the numbers measure the model, not the detector;
+    are scored directly, so the numbers measure the model, not the detector; with `blend`,
+    its real faces are scored against fakes blended from them as the training validation
+    makes them (SBI, BI or the recipe's mix), e.g. a model's self-blended AUC on held-out
+    identities;
   - a CSV with `path,label[,video][,method]` (label real/fake or 0/1), or a folder in the
     FF++ layout: every file runs through the scan pipeline (images too), so the numbers
     measure the tool.
@@ -87,6 +90,36 @@ def evaluate_index(runner: XrayRunner, dataset: str | Path, split: str | None = 
     return summarise(labels, scores, [r.get("method") for r in recs], videos, threshold, top_k)
 
 
+BLENDS = {"sbi": 1.0, "bi": 0.0, "mix": None}   # share of SBI among the blended fakes (None: the recipe's)
+
+
+def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi", split: str | None = "val",
+                     seed: int = 1, batch: int = 16, threshold: float = 0.5) -> dict:
+    """Frame-level metrics on the real faces of a dataset split and fakes blended from them.
+
+    The items are the training validation's (`XrayDataset(train=False)`, seed 1 as `train` uses
+    for validation): each face is kept real or blended with probability one half. `blend`
+    says which fakes: "sbi" (self-blended), "bi" (Face X-ray with a neighbour of another
+    identity) or "mix" (the training recipe's share).
+    """
+    from dataclasses import replace
+
+    from .dataset import SampleConfig, XrayDataset
+
+    if blend not in BLENDS:
+        raise ValueError(f"unknown blend {blend!r}: use {', '.join(BLENDS)}")
+    cfg = SampleConfig() if BLENDS[blend] is None else replace(SampleConfig(), sbi_prob=BLENDS[blend])
+    ds = XrayDataset(dataset, split or "train", cfg, seed=seed, crop=runner.crop_spec, train=False)
+    labels, scores = [], []
+    for i in range(0, len(ds), batch):
+        items = [ds[j] for j in range(i, min(i + batch, len(ds)))]
+        crops = np.stack([(it["image"].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8) for it in items])
+        scores.extend(runner(crops)[0].tolist())
+        labels.extend(int(it["label"]) for it in items)
+    return {"blend": blend, "split": split, "identities": len({r["identity"] for r in ds.records}),
+            "frame": binary_metrics(np.array(labels), np.array(scores), threshold)}
+
+
 def evaluate_files(pipeline, rows: list[dict], threshold: float = 0.5, top_k: int = 5, progress: bool = True) -> dict:
     """Run the scan pipeline over labelled files and summarise (files with no face are counted, not scored)."""
     from tqdm import tqdm
@@ -118,12 +151,18 @@ def rows_of_layout(folder: str | Path) -> list[dict]:
             for s in find_sources([folder])]
 
 
-def evaluate(source: str | Path, runner: XrayRunner, split: str | None = None, sample: str | None = None) -> dict:
-    """Evaluate `runner` on a prepared dataset (a folder with index.jsonl: its crops), a CSV of labelled
-    files, or a folder in the FF++ layout (both through the scan pipeline)."""
+def evaluate(source: str | Path, runner: XrayRunner, split: str | None = None, sample: str | None = None,
+             blend: str | None = None) -> dict:
+    """Evaluate `runner` on a prepared dataset (a folder with index.jsonl: its crops, or with `blend`
+    its faces against fakes blended from them), a CSV of labelled files, or a folder in the FF++
+    layout (both through the scan pipeline)."""
     source = Path(source)
     if (source / "index.jsonl").exists():
+        if blend:
+            return evaluate_blended(runner, source, blend, split=split or "val")
         return evaluate_index(runner, source, split=split)
+    if blend:
+        raise ValueError("--blend needs a prepared dataset (a folder with index.jsonl)")
     rows = rows_of_layout(source) if source.is_dir() else read_csv(source)
     from dataclasses import replace
 

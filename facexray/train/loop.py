@@ -113,11 +113,13 @@ def _run_provenance(cfg: TrainConfig) -> dict:
     """What stays the same for a whole run: the recipe, the exact data, the code."""
     index = Path(cfg.data) / "index.jsonl"
     recs = read_index(cfg.data)
+    split_ids = {s: sorted({r["identity"] for r in recs if r["split"] == s}) for s in ("train", "val")}
     return {
         "recipe": {**dataclasses.asdict(cfg), "loss": "bce(label) + xray_weight * bce(xray map)"},
         "data": {"index": str(index), "index_sha256": hashlib.sha256(index.read_bytes()).hexdigest(),
                  "faces": {s: sum(r["split"] == s for r in recs) for s in ("train", "val")},
-                 "identities": {s: len({r["identity"] for r in recs if r["split"] == s}) for s in ("train", "val")},
+                 "identities": {s: len(ids) for s, ids in split_ids.items()},
+                 "val_identities": split_ids["val"],
                  "sources": sorted({r["source"] for r in recs})},
         "git_commit": _git_commit(), "facexray_version": __version__, "torch": torch.__version__,
     }
