@@ -76,12 +76,13 @@ class DaliVideoReader:
                 random_shuffle=False, name="reader")
             pipe.set_outputs(frames, timestamps)
         try:
-            pipe.build()
+            pipe.build()  # opens the file: a variable-frame-rate one is refused here
+            # the iterator decodes the first sequence at once: what NVDEC cannot decode fails here too
+            self._iter = DALIGenericIterator(pipe, ["frames", "timestamps"], reader_name="reader",
+                                             last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=False)
         except RuntimeError as e:
             raise DecodeError(self.source_id, f"DALI cannot read it ({str(e).splitlines()[0]})") from None
         self._pipe = pipe
-        self._iter = DALIGenericIterator(pipe, ["frames", "timestamps"], reader_name="reader",
-                                         last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=False)
         self._started = False
 
     def __enter__(self) -> "DaliVideoReader":

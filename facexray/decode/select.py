@@ -93,16 +93,26 @@ def select_decoder(kind: str, source: str | Path, device: str | torch.device, sa
 
 def open_decoder(source: str | Path, sample: SampleSpec | str, decoder: str = "pyav",
                  device: str | torch.device = "cpu", threads: int = 0):
-    """`open_video` through the decoder `select_decoder` picks; the reader's `stats["decoder"]` names it."""
+    """`open_video` through the decoder `select_decoder` picks; the reader's `stats["decoder"]` names it.
+
+    Under `auto`, a file DALI refuses when it opens it (variable frame rate, which the probe
+    cannot see, or a stream NVDEC cannot decode) is read with PyAV, and the reason says so.
+    """
     choice = select_decoder(decoder, source, device, sample)
-    if choice.decoder == "pyav":
-        reader = open_video(source, sample, threads=threads)
-    else:
+    reader = None
+    if choice.decoder == "dali":
         from facexray.decode.dali import DaliVideoReader
 
         with open_video(source, "all") as probe:
             info = probe.info
-        reader = DaliVideoReader(source, sample, info, device=device)
+        try:
+            reader = DaliVideoReader(source, sample, info, device=device)
+        except DecodeError as e:
+            if decoder == "dali":
+                raise
+            choice = DecoderChoice("pyav", e.reason)
+    if reader is None:
+        reader = open_video(source, sample, threads=threads)
     reader.stats["decoder"] = choice.decoder
     reader.stats["decoder_reason"] = choice.reason
     return reader
