@@ -66,6 +66,7 @@ def engine_configs(skip_compile: bool) -> dict:
 def bench_network(name: str, module, outputs, shape, configs: dict, runs: int, dynamic_hw: bool) -> dict:
     """Items/s of one network per engine configuration and batch size, on random inputs of `shape` (C, H, W)."""
     from facexray.engines import create_engine
+    from facexray.errors import BackendUnavailable
 
     res: dict = {}
     for label, opts in configs.items():
@@ -81,18 +82,22 @@ def bench_network(name: str, module, outputs, shape, configs: dict, runs: int, d
         res[label]["peak_gpu_mb"] = peak_mb()
         del eng
         torch.cuda.empty_cache()
-    if importlib.util.find_spec("tensorrt") is not None:
-        torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        eng = create_engine("tensorrt", module, outputs, (1, *shape), key=name, device="cuda", dynamic_hw=dynamic_hw)
-        res["tensorrt_fp16"] = {"build_or_load_s": round(time.perf_counter() - t0, 1)}
-        for b in BATCHES:
-            x = torch.randn((b, *shape), device="cuda")
-            t, _ = median_time(synced(lambda: eng(x)), runs, warmup=2)
-            res["tensorrt_fp16"][f"batch{b}"] = round(b / t, 1)
-        res["tensorrt_fp16"]["peak_gpu_mb_torch_side"] = peak_mb()
-    else:
+    if importlib.util.find_spec("tensorrt") is None:
         res["tensorrt_fp16"] = "not installed"
+        return res
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    try:
+        eng = create_engine("tensorrt", module, outputs, (1, *shape), key=name, device="cuda", dynamic_hw=dynamic_hw)
+    except BackendUnavailable as e:  # e.g. a TensorRT other than 10: say so, keep the torch figures
+        res["tensorrt_fp16"] = str(e)
+        return res
+    res["tensorrt_fp16"] = {"build_or_load_s": round(time.perf_counter() - t0, 1)}
+    for b in BATCHES:
+        x = torch.randn((b, *shape), device="cuda")
+        t, _ = median_time(synced(lambda: eng(x)), runs, warmup=2)
+        res["tensorrt_fp16"][f"batch{b}"] = round(b / t, 1)
+    res["tensorrt_fp16"]["peak_gpu_mb_torch_side"] = peak_mb()
     return res
 
 

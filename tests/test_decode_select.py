@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from facexray.decode import open_decoder, open_video, select_decoder
-from facexray.errors import BackendUnavailable
+from facexray.errors import BackendUnavailable, DecodeError
 
 DALI = importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
 
@@ -40,6 +40,22 @@ def test_dali_asked_for_where_it_cannot_run_is_a_clear_error(h264):
         select_decoder("dali", h264, "cuda", "uniform=4")
     with pytest.raises(ValueError, match="unknown decoder"):
         select_decoder("nvdec", h264, "cpu", "all")
+
+
+def test_auto_reads_with_pyav_a_file_dali_refuses_on_opening(h264, monkeypatch):
+    """DALI refuses variable-frame-rate files when it opens them, which the probe cannot foresee."""
+    from facexray.decode import dali, select
+
+    def refuse(source, *args, **kwargs):
+        raise DecodeError(str(source), "DALI cannot read it (Variable frame rate videos are unsupported)")
+
+    monkeypatch.setattr(dali, "DaliVideoReader", refuse)
+    monkeypatch.setattr(select, "select_decoder", lambda *a: select.DecoderChoice("dali", "GPU, DALI and a codec"))
+    with open_decoder(h264, "uniform=2", "auto", "cuda") as r:
+        assert r.stats["decoder"] == "pyav" and "Variable frame rate" in r.stats["decoder_reason"]
+        assert len(list(r)) == 2
+    with pytest.raises(DecodeError, match="Variable frame rate"):   # asked for by name: no fallback
+        open_decoder(h264, "all", "dali", "cuda")
 
 
 def test_pipeline_refuses_dali_on_cpu_at_start_up(detector_weights):

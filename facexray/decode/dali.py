@@ -68,18 +68,21 @@ class DaliVideoReader:
         device_id = device.index if device.index is not None else torch.cuda.current_device()
         pipe = dali.Pipeline(batch_size=1, num_threads=2, device_id=device_id, prefetch_queue_depth=2)
         with pipe:
-            frames, timestamps = fn.readers.video(
-                device="gpu", filenames=[self.source_id], sequence_length=sequence_length, stride=stride,
-                step=sequence_length * stride, pad_sequences=True, enable_timestamps=True,
+            # With `filenames`, DALI gives timestamps only when `labels` is passed too (else the
+            # reader refuses to build); labels=[] numbers the files, and that output goes unused.
+            frames, _labels, timestamps = fn.readers.video(
+                device="gpu", filenames=[self.source_id], labels=[], sequence_length=sequence_length,
+                stride=stride, step=sequence_length * stride, pad_sequences=True, enable_timestamps=True,
                 random_shuffle=False, name="reader")
             pipe.set_outputs(frames, timestamps)
         try:
-            pipe.build()
+            pipe.build()  # opens the file: a variable-frame-rate one is refused here
+            # the iterator decodes the first sequence at once: what NVDEC cannot decode fails here too
+            self._iter = DALIGenericIterator(pipe, ["frames", "timestamps"], reader_name="reader",
+                                             last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=False)
         except RuntimeError as e:
             raise DecodeError(self.source_id, f"DALI cannot read it ({str(e).splitlines()[0]})") from None
         self._pipe = pipe
-        self._iter = DALIGenericIterator(pipe, ["frames", "timestamps"], reader_name="reader",
-                                         last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=False)
         self._started = False
 
     def __enter__(self) -> "DaliVideoReader":

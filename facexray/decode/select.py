@@ -20,6 +20,8 @@ from facexray.errors import BackendUnavailable, DecodeError
 
 DECODERS = ("auto", "pyav", "dali")
 DALI_CODECS = ("h264", "hevc")
+DALI_PIX_FMTS = ("yuv420p", "yuvj420p")
+"""Pixel formats DALI's video reader decodes: it asks NVDEC for NV12 surfaces, i.e. 8-bit 4:2:0 only."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ def _dali_obstacle(source: str, device: str | torch.device, sample: SampleSpec) 
         return f"PyAV probe failed ({e.reason})"
     if info.codec not in DALI_CODECS:
         return f"codec {info.codec} (DALI here: {', '.join(DALI_CODECS)})"
+    if info.pix_fmt not in DALI_PIX_FMTS:
+        return f"pixel format {info.pix_fmt} (DALI decodes 8-bit 4:2:0 only)"
     if info.rotation:
         return f"the video is stored rotated by {info.rotation} degrees, which DALI does not undo"
     return None
@@ -75,7 +79,7 @@ def _dali_obstacle(source: str, device: str | torch.device, sample: SampleSpec) 
 def select_decoder(kind: str, source: str | Path, device: str | torch.device, sample: SampleSpec | str) -> DecoderChoice:
     """Pick the decoder for `source`: `pyav` as asked; `dali` as asked or `BackendUnavailable` with the
     reason it cannot; `auto` DALI when it is installed, the device is CUDA and the source a local
-    H.264/HEVC file sampled with `all`/`every=K`, else PyAV (the reason says which condition failed)."""
+    8-bit 4:2:0 H.264/HEVC file sampled with `all`/`every=K`, else PyAV (the reason says which condition failed)."""
     check_decoder(kind, device)
     if kind == "pyav":
         return DecoderChoice("pyav", "asked for")
@@ -89,16 +93,26 @@ def select_decoder(kind: str, source: str | Path, device: str | torch.device, sa
 
 def open_decoder(source: str | Path, sample: SampleSpec | str, decoder: str = "pyav",
                  device: str | torch.device = "cpu", threads: int = 0):
-    """`open_video` through the decoder `select_decoder` picks; the reader's `stats["decoder"]` names it."""
+    """`open_video` through the decoder `select_decoder` picks; the reader's `stats["decoder"]` names it.
+
+    Under `auto`, a file DALI refuses when it opens it (variable frame rate, which the probe
+    cannot see, or a stream NVDEC cannot decode) is read with PyAV, and the reason says so.
+    """
     choice = select_decoder(decoder, source, device, sample)
-    if choice.decoder == "pyav":
-        reader = open_video(source, sample, threads=threads)
-    else:
+    reader = None
+    if choice.decoder == "dali":
         from facexray.decode.dali import DaliVideoReader
 
         with open_video(source, "all") as probe:
             info = probe.info
-        reader = DaliVideoReader(source, sample, info, device=device)
+        try:
+            reader = DaliVideoReader(source, sample, info, device=device)
+        except DecodeError as e:
+            if decoder == "dali":
+                raise
+            choice = DecoderChoice("pyav", e.reason)
+    if reader is None:
+        reader = open_video(source, sample, threads=threads)
     reader.stats["decoder"] = choice.decoder
     reader.stats["decoder_reason"] = choice.reason
     return reader

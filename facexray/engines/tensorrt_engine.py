@@ -35,7 +35,7 @@ INSTALL_HELP = "install it with `pip install -e \".[tensorrt]\"` (TensorRT 10, n
 
 
 def require_tensorrt(device: str | torch.device):
-    """The `tensorrt` module, or `BackendUnavailable` saying what is missing (TensorRT, or a CUDA device)."""
+    """The `tensorrt` module, or `BackendUnavailable` saying what is missing (TensorRT 10, or a CUDA device)."""
     if torch.device(device).type != "cuda":
         raise BackendUnavailable("--engine tensorrt runs on a CUDA device; add --device cuda "
                                  "(or use --engine onnxruntime on CPU)")
@@ -46,6 +46,9 @@ def require_tensorrt(device: str | torch.device):
     except ImportError:
         raise BackendUnavailable(f"--engine tensorrt: TensorRT is not installed; {INSTALL_HELP}, "
                                  "or use --engine torch") from None
+    if tensorrt.__version__.split(".")[0] != "10":  # 11 removed BuilderFlag.FP16/BF16, which _build sets
+        raise BackendUnavailable(f"--engine tensorrt is written for TensorRT 10, this machine has "
+                                 f"{tensorrt.__version__}; {INSTALL_HELP}, or use --engine torch")
     return tensorrt
 
 

@@ -87,8 +87,10 @@ class _Graph:
                 module(self.input)
         torch.cuda.current_stream(example.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
+        # captured on the side stream, which lives on the input's device (torch.cuda.graph's own
+        # capture stream is made once per process on whichever device was current: cuda:1 broke);
         # thread_local: the other stage's thread may launch work while this one captures
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
             out = module(self.input)
         self.outputs = (out,) if isinstance(out, torch.Tensor) else tuple(out)
 

@@ -144,7 +144,7 @@ def crop_faces_torch(frames: "torch.Tensor", landmarks: Sequence[np.ndarray], fr
     uint8 on the frames' device, the K 2×3 matrices of `crop_matrix`): the same matrices as
     `crop_face`, applied with bilinear grid sampling and zero padding outside the frame, so
     pixels never travel to the host. It matches `crop_face` up to rounding (cv2 interpolates
-    at 1/32-pixel steps): tests/test_gpu_crop.py measures the difference on real faces.
+    at 1/32-pixel steps): tests/test_crop_torch.py measures the difference on real faces.
     """
     import torch
     import torch.nn.functional as F
