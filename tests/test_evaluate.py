@@ -42,3 +42,17 @@ def test_eval_faceforensics_layout_reports_per_method(shared_dir, tmp_path):
     assert res["per_method"]["Deepfakes"]["video"]["n"] == 2          # its fake against the real
     # the same clip under three labels scores the same: a chance AUC, exactly
     assert res["video"]["auc"] == 0.5
+
+
+def test_csv_takes_a_file_column_and_names_the_columns_it_needs(tmp_path):
+    from facexray.train.evaluate import read_csv
+
+    good = tmp_path / "LABELS.csv"
+    good.write_text("file,label,method\nclips/a.mp4,fake,GHOST\n/abs/b.jpg,real,original\n")
+    rows = read_csv(good)
+    assert [(r["path"], r["label"], r["video"], r["method"]) for r in rows] == [
+        (str(tmp_path / "clips/a.mp4"), 1, "clips/a.mp4", "GHOST"), ("/abs/b.jpg", 0, "/abs/b.jpg", "original")]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,label\nx.mp4,fake\n")
+    with pytest.raises(ValueError, match="path \\(or file\\) and label"):
+        read_csv(bad)

@@ -38,14 +38,20 @@ def _label(v: str) -> int:
 
 
 def read_csv(path: str | Path) -> list[dict]:
-    """Rows of an evaluation CSV: path (relative to the CSV's folder if not absolute), label, video, method."""
+    """Rows of an evaluation CSV: path (or file; relative to the CSV's folder if not absolute), label,
+    video, method."""
     base = Path(path).parent
     rows = []
     with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            p = Path(r["path"])
+        reader = csv.DictReader(f)
+        col = next((c for c in ("path", "file") if c in (reader.fieldnames or ())), None)
+        if col is None or "label" not in (reader.fieldnames or ()):
+            raise ValueError(f"{path}: an evaluation CSV needs columns path (or file) and label, "
+                             f"found {', '.join(reader.fieldnames or ['none'])}")
+        for r in reader:
+            p = Path(r[col])
             rows.append({"path": str(p if p.is_absolute() else base / p), "label": _label(r["label"]),
-                         "video": r.get("video") or r["path"], "method": r.get("method") or None})
+                         "video": r.get("video") or r[col], "method": r.get("method") or None})
     return rows
 
 
