@@ -65,3 +65,35 @@ def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir
     assert rec["model"] == "best.safetensors" and rec["warning"] is None and 0 <= rec["score"] <= 1
     assert main(["eval", str(tiny_dataset), "--model", str(res.best), "--json", str(tmp_path / "m.json")]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["frame"]["n"] > 0
+
+
+def test_patches_keep_image_and_target_aligned_and_relabel_windows_without_evidence():
+    import torch
+
+    from facexray.train.loop import cut_patches
+
+    cell = torch.arange(64 * 64, dtype=torch.float32).view(64, 64)
+    image = cell.repeat_interleave(4, 0).repeat_interleave(4, 1).expand(3, 3, 256, 256).clone()
+    xray = torch.zeros(3, 64, 64)
+    xray[:, 30:34, 30:34] = 0.8                     # a boundary in the middle of every face
+    batch = {"image": image, "xray": xray, "label": torch.tensor([1.0, 1.0, 0.0]),
+             "xray_valid": torch.tensor([1.0, 0.0, 1.0])}
+    rng = np.random.default_rng(0)
+    seen_both = set()
+    for _ in range(40):
+        out = cut_patches(batch, 96, rng)
+        assert out["image"].shape == (3, 3, 96, 96) and out["xray"].shape == (3, 24, 24)
+        for i in range(3):
+            # the target cell under image pixel (4r, 4c) is target[r, c]: the window moved both together
+            top_left = int(out["image"][i, 0, 0, 0])
+            assert torch.equal(out["image"][i, 0, ::4, ::4], cell[top_left // 64:top_left // 64 + 24,
+                                                                 top_left % 64:top_left % 64 + 24])
+            r, c = divmod(top_left, 64)
+            assert torch.equal(out["xray"][i], xray[i, r:r + 24, c:c + 24])
+        shows = float(out["xray"][0].max() > 0)
+        assert float(out["label"][0]) == shows           # a fake window without blending is real
+        seen_both.add(shows)
+        assert float(out["label"][1]) == 1.0 and float(out["label"][2]) == 0.0   # no target: label kept; real stays real
+    assert seen_both == {0.0, 1.0}
+    with pytest.raises(ValueError, match="multiple of 4"):
+        cut_patches(batch, 98, rng)
