@@ -251,6 +251,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=float, dest="time_budget_s", metavar="SECONDS",
                    help="stop training after this long (validation and checkpoints still run)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.* where a run stopped")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=_run_train)
 
 
@@ -264,7 +265,7 @@ def _run_train(a: argparse.Namespace) -> int:
     if not cfg.data:
         print("facexray train: give --data DATASET (or `data:` in --config)", file=sys.stderr)
         return 2
-    res = train(cfg, resume=a.resume)
+    res = train(cfg, resume=a.resume, progress=not a.quiet)
     print(f"best checkpoint: {res.best} (validation AUC {res.best_val_auc:.4f} after {res.epochs_run} epoch(s))")
     return 0
 

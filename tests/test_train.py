@@ -45,10 +45,12 @@ def torch_equal(x, y):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("detector_weights")
-def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir, tmp_path):
+def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir, tmp_path, capsys):
     cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "run"), epochs=8, batch_size=4, workers=0,
                       lr=1e-3, warmup_steps=5, log_every=1, seed=0)
-    res = train(cfg)
+    res = train(cfg, progress=True)
+    epoch_lines = [x for x in capsys.readouterr().err.splitlines() if "validation AUC" in x]
+    assert len(epoch_lines) == res.epochs_run and epoch_lines[0].startswith("epoch 1/8: step ")
     log = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]
     assert len(losses) >= 20

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from .. import __version__
 from ..faces.crop import CropSpec
@@ -170,8 +172,12 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
-    """Train an X-ray model as `cfg` says; returns where the best checkpoint is and its validation AUC."""
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> TrainResult:
+    """Train an X-ray model as `cfg` says; returns where the best checkpoint is and its validation AUC.
+
+    `progress` shows a bar per epoch (loss, samples/s) and prints each validation on stderr.
+    """
+
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
@@ -210,6 +216,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             model.train()
             patch_rng = np.random.default_rng([cfg.seed, epoch])
             t_epoch, seen = time.monotonic(), 0
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                       disable=not progress, leave=False)
             for i, batch in enumerate(loader):
                 if i >= steps_per_epoch:
                     break
@@ -230,6 +238,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 scaler.update()
                 state["step"] += 1
                 seen += len(batch["label"])
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{seen / (time.monotonic() - t_epoch):.1f}",
+                                refresh=False)
                 if state["step"] % cfg.log_every == 0 or i == 0:
                     log.write(json.dumps({"epoch": epoch, "step": state["step"], "loss": loss.item(), **parts,
                                           "lr": opt.param_groups[0]["lr"],
@@ -238,6 +249,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 if cfg.time_budget_s and time.monotonic() - t_start > cfg.time_budget_s:
                     out_of_time = True
                     break
+            bar.close()
             metrics = validate(model, val_loader, device)
             state["epoch"] = epoch + 1
             record = {"epoch": epoch, "step": state["step"], **{f"val_{k}": v for k, v in metrics.items()}}
@@ -252,4 +264,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 save_checkpoint(model, out / "best.safetensors", crop=crop.to_dict(), provenance=prov)
             torch.save({"optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "state": json.dumps(state)},
                        out / "last.state.pt")
+            if progress:
+                tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: step {state['step']}, validation AUC {metrics['auc']:.4f}"
+                           f" (best {state['best_auc']:.4f}), {time.monotonic() - t_start:.0f} s", file=sys.stderr)
     return TrainResult(out / "best.safetensors", state["best_auc"], state["epoch"], state["history"])
