@@ -99,7 +99,7 @@ def evaluate_index(runner: XrayRunner, dataset: str | Path, split: str | None = 
 BLENDS = {"sbi": 1.0, "bi": 0.0, "mix": None}   # share of SBI among the blended fakes (None: the recipe's)
 
 
-def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi", split: str | None = "val",
+def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi", split: str = "val",
                      seed: int = 1, batch: int = 16, threshold: float = 0.5) -> dict:
     """Frame-level metrics on the real faces of a dataset split and fakes blended from them.
 
@@ -115,7 +115,7 @@ def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi"
     if blend not in BLENDS:
         raise ValueError(f"unknown blend {blend!r}: use {', '.join(BLENDS)}")
     cfg = SampleConfig() if BLENDS[blend] is None else replace(SampleConfig(), sbi_prob=BLENDS[blend])
-    ds = XrayDataset(dataset, split or "train", cfg, seed=seed, crop=runner.crop_spec, train=False)
+    ds = XrayDataset(dataset, split, cfg, seed=seed, crop=runner.crop_spec, train=False)
     labels, scores = [], []
     for i in range(0, len(ds), batch):
         items = [ds[j] for j in range(i, min(i + batch, len(ds)))]

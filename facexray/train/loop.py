@@ -177,7 +177,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
 
     `progress` shows a bar per epoch (loss, samples/s) and prints each validation on stderr.
     """
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
@@ -238,13 +237,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
                 scaler.update()
                 state["step"] += 1
                 seen += len(batch["label"])
+                rate = seen / (time.monotonic() - t_epoch)
                 bar.update()
-                bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{seen / (time.monotonic() - t_epoch):.1f}",
-                                refresh=False)
+                bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{rate:.1f}", refresh=False)
                 if state["step"] % cfg.log_every == 0 or i == 0:
                     log.write(json.dumps({"epoch": epoch, "step": state["step"], "loss": loss.item(), **parts,
-                                          "lr": opt.param_groups[0]["lr"],
-                                          "samples_per_s": seen / (time.monotonic() - t_epoch)}) + "\n")
+                                          "lr": opt.param_groups[0]["lr"], "samples_per_s": rate}) + "\n")
                     log.flush()
                 if cfg.time_budget_s and time.monotonic() - t_start > cfg.time_budget_s:
                     out_of_time = True
