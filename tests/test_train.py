@@ -67,6 +67,14 @@ def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir
     assert rec["model"] == "best.safetensors" and rec["warning"] is None and 0 <= rec["score"] <= 1
     assert main(["eval", str(tiny_dataset), "--model", str(res.best), "--json", str(tmp_path / "m.json")]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["frame"]["n"] > 0
+    # the self-blended measure: the validation split's faces, about half of them blended, as training validates
+    assert main(["eval", str(tiny_dataset), "--model", str(res.best), "--blend", "sbi", "--json", str(tmp_path / "b.json")]) == 0
+    blended = json.loads((tmp_path / "b.json").read_text())
+    val = [json.loads(x) for x in (tiny_dataset / "index.jsonl").read_text().splitlines()]
+    val = [r for r in val if r["split"] == "val"]
+    assert (blended["blend"], blended["split"], blended["frame"]["n"]) == ("sbi", "val", len(val))
+    assert blended["identities"] == len({r["identity"] for r in val}) and 0 < blended["frame"]["n_fake"] < len(val)
+    assert blended["frame"]["n_fake"] == res.history[-1]["val_n_fake"]      # the very items training validated on
 
 
 def test_patches_keep_image_and_target_aligned_and_relabel_windows_without_evidence():
