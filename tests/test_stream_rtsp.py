@@ -24,7 +24,12 @@ def _value(metrics: WatchMetrics, name: str, **labels) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-def _drain(source: StreamSource, stop: threading.Event, got: list, delay_s: float = 0.0) -> threading.Thread:
+def _consume(source: StreamSource, delay_s: float = 0.0) -> tuple[list, threading.Event, threading.Thread]:
+    """Start `source` and a consumer thread that drains it into a list of (frame, time taken), sleeping
+    `delay_s` after each; returns the list, the consumer's stop event and its thread (for `_stop`)."""
+    got: list = []
+    stop = threading.Event()
+
     def run():
         while not stop.is_set():
             item = source.frames.get(timeout=0.1)
@@ -32,9 +37,19 @@ def _drain(source: StreamSource, stop: threading.Event, got: list, delay_s: floa
                 got.append((item, time.monotonic()))
                 time.sleep(delay_s)
 
-    t = threading.Thread(target=run, daemon=True, name="test-consumer")
-    t.start()
-    return t
+    consumer = threading.Thread(target=run, daemon=True, name="test-consumer")
+    consumer.start()
+    source.start()
+    return got, stop, consumer
+
+
+def _stop(source: StreamSource, stop: threading.Event, consumer: threading.Thread) -> bool:
+    """Stop `source` and its consumer; whether the source's threads ended within 10 s."""
+    source.stop()
+    stop.set()
+    joined = source.join(10)
+    consumer.join(5)
+    return joined
 
 
 def test_source_reconnects_after_the_server_dies_and_threads_return_to_baseline(rtsp_server):
@@ -43,10 +58,7 @@ def test_source_reconnects_after_the_server_dies_and_threads_return_to_baseline(
     metrics = WatchMetrics()
     metrics.register_stream("cam")
     src = StreamSource(StreamConfig("cam", server.url), 5.0, FAST, listener=metrics)
-    got: list = []
-    stop = threading.Event()
-    consumer = _drain(src, stop, got)
-    src.start()
+    got, stop, consumer = _consume(src)
     try:
         wait_for(lambda: len(got) >= 5, 15, "frames from the first connection")
         assert src.state is State.UP and _value(metrics, "facexray_stream_up", stream="cam") == 1
@@ -62,10 +74,7 @@ def test_source_reconnects_after_the_server_dies_and_threads_return_to_baseline(
         assert src.reconnects == 1 and _value(metrics, "facexray_stream_reconnects_total", stream="cam") == 1
         assert src.error is None
     finally:
-        src.stop()
-        stop.set()
-        assert src.join(10)
-        consumer.join(5)
+        assert _stop(src, stop, consumer)
     assert src.state is State.STOPPED and _value(metrics, "facexray_stream_state", stream="cam", state="stopped") == 1
     wait_for(lambda: threading.active_count() == baseline, 5, f"thread count back to {baseline}")  # no leak
     assert facexray_threads() == baseline_names
@@ -75,10 +84,7 @@ def test_stall_watchdog_reconnects_a_frozen_stream(rtsp_server):
     server = rtsp_server()
     metrics = WatchMetrics()
     src = StreamSource(StreamConfig("cam", server.url), 5.0, FAST, listener=metrics)
-    got: list = []
-    stop = threading.Event()
-    consumer = _drain(src, stop, got)
-    src.start()
+    got, stop, consumer = _consume(src)
     try:
         wait_for(lambda: len(got) >= 3, 15, "first frames")
         os.kill(server.proc.pid, signal.SIGSTOP)                         # connection open, no data: a frozen camera
@@ -87,27 +93,18 @@ def test_stall_watchdog_reconnects_a_frozen_stream(rtsp_server):
         wait_for(lambda: src.reconnects >= 1 and src.state is State.UP, 20, "a reconnect after the stall")
         assert _value(metrics, "facexray_stream_errors_total", stream="cam", reason="stall") >= 1
     finally:
-        src.stop()
-        stop.set()
-        src.join(10)
-        consumer.join(5)
+        _stop(src, stop, consumer)
 
 
 def test_slow_consumer_gets_recent_frames_and_drops_are_counted(rtsp_server):
     server = rtsp_server()
     metrics = WatchMetrics()
     src = StreamSource(StreamConfig("cam", server.url), 0, FAST, queue_frames=2, listener=metrics)
-    got: list = []
-    stop = threading.Event()
-    consumer = _drain(src, stop, got, delay_s=0.25)                      # 4 frames/s for a 25 fps stream
-    src.start()
+    got, stop, consumer = _consume(src, delay_s=0.25)                    # 4 frames/s for a 25 fps stream
     try:
         wait_for(lambda: len(got) >= 24, 30, "six seconds of slow consumption")
     finally:
-        src.stop()
-        stop.set()
-        src.join(10)
-        consumer.join(5)
+        _stop(src, stop, consumer)
     waits = [taken - item.captured for item, taken in got[4:]]          # after the start-up burst
     assert max(waits) < 1.0, f"frames waited up to {max(waits):.2f} s: the queue grew"
     assert waits[-1] < 1.0 and sum(waits[-5:]) / 5 < 0.75             # no growth towards the end
