@@ -281,9 +281,12 @@ def self_blend(image: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> B
 
     The copy gets `_sbi_source`'s colour and frequency change and a small scale
     (0.95–1.05) and shift (±3 % across, ±1.5 % vertically) about the face centre; the mask
-    follows the shifted face and is scaled by a random ratio (SBI's partial blends),
-    so the X-ray target covers the whole face when the paste is half-transparent.
-    Only the copy changes: the output equals `image` exactly wherever M == 0.
+    follows the shifted face and is scaled by a random ratio r (SBI's partial blends).
+    The X-ray target is the boundary of the mask's shape, `xray_target(M / r)`: inside a
+    partial paste the image is a mix of a face and its own recoloured copy, which nothing
+    there tells from a real face of another colour, so `4·M·(1−M)` of the scaled mask would
+    mark the whole face and teach a face-shaped map; where the paste meets the face is
+    the evidence. Only the copy changes: the output equals `image` exactly wherever M == 0.
     """
     h, w = image.shape[:2]
     lm = np.asarray(lm, np.float64).reshape(68, 2)
@@ -292,6 +295,6 @@ def self_blend(image: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> B
     centre = lm.mean(axis=0)
     matrix = np.hstack([scale * np.eye(2), (centre * (1 - scale) + shift)[:, None]])
     source = _warp(_sbi_source(image, rng), matrix, image.shape)
-    mask = random_hull_mask(lm @ matrix[:, :2].T + matrix[:, 2], image.shape, rng)
-    mask *= np.float32(_SBI_BLEND_RATIOS[rng.integers(len(_SBI_BLEND_RATIOS))])
-    return BlendResult(_alpha_blend(source, image, mask), mask, xray_target(mask))
+    shape = random_hull_mask(lm @ matrix[:, :2].T + matrix[:, 2], image.shape, rng)
+    mask = shape * np.float32(_SBI_BLEND_RATIOS[rng.integers(len(_SBI_BLEND_RATIOS))])
+    return BlendResult(_alpha_blend(source, image, mask), mask, xray_target(shape))
