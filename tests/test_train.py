@@ -43,6 +43,33 @@ def torch_equal(x, y):
     return bool((x == y).all())
 
 
+def test_boost_scales_a_fake_s_difference_from_its_real_face_and_decays_to_plain_blends(tiny_dataset):
+    from facexray.train.dataset import SampleConfig
+
+    plain = dict(augment=False, cutout_prob=0.0, jitter_px=0, fake_prob=1.0)
+    base = XrayDataset(tiny_dataset, "train", SampleConfig(fake_prob=0.0, augment=False, cutout_prob=0.0, jitter_px=0))
+    as_blended = XrayDataset(tiny_dataset, "train", SampleConfig(**plain))
+    loud = XrayDataset(tiny_dataset, "train", SampleConfig(**plain, boost=3.0, boost_epochs=4))
+    checked = 0
+    for i in range(min(6, len(base))):
+        real = base[i]["image"] * 255
+        diff = as_blended[i]["image"] * 255 - real
+        boosted = loud[i]["image"] * 255 - real
+        inside = (real + 3 * diff > 2) & (real + 3 * diff < 253)        # where the 3x blend is not clipped
+        if float(diff.abs().max()) < 2:
+            continue
+        assert torch_equal(as_blended[i]["xray"], loud[i]["xray"])     # same mask, same target
+        assert float((boosted[inside] - 3 * diff[inside]).abs().max()) <= 3.0   # rounding of two uint8 images
+        checked += 1
+    assert checked >= 3
+    assert [loud.boost for loud.epoch in (0, 2, 4, 9)] == [3.0, 2.0, 1.0, 1.0]
+    loud.set_epoch(4)
+    as_blended.set_epoch(4)
+    assert torch_equal(loud[0]["image"], as_blended[0]["image"])      # from boost_epochs on: as blended
+    val = XrayDataset(tiny_dataset, "val", SampleConfig(**plain, boost=3.0, boost_epochs=4), train=False)
+    assert val.boost == 1.0                                            # validation never boosts
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("detector_weights")
 def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir, tmp_path, capsys):
@@ -107,3 +134,7 @@ def test_patches_keep_image_and_target_aligned_and_relabel_windows_without_evide
     assert seen_both == {0.0, 1.0}
     with pytest.raises(ValueError, match="multiple of 4"):
         cut_patches(batch, 98, rng)
+    many = cut_patches({**batch, "index": torch.arange(3)}, 64, rng, per_face=3)
+    assert many["image"].shape == (9, 3, 64, 64) and many["index"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    corners = {int(many["image"][i, 0, 0, 0]) for i in range(9)}
+    assert len(corners) > 3                         # each face's windows are drawn apart, not copies

@@ -40,6 +40,12 @@ class SampleConfig:
     jitter_px: int = 6
     neighbours: int = 20
     augment: bool = True
+    # A curriculum for training from scratch: in training epoch e a blended fake's difference from
+    # its real face is multiplied by 1 + (boost − 1)·max(0, 1 − e/boost_epochs), so early epochs
+    # show loud blends and the network finds the boundary before it must find faint ones; from
+    # epoch `boost_epochs` on (and always in validation) fakes are as blended.
+    boost: float = 1.0
+    boost_epochs: int = 0
 
 
 class XrayDataset(Dataset):
@@ -59,8 +65,16 @@ class XrayDataset(Dataset):
         self.neighbours = NeighbourIndex(lms, [self.records[i]["identity"] for i in reals])
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw new samples this epoch (the DataLoader's workers see it through the sampler's epoch)."""
+        """Draw new samples this epoch (a DataLoader made after this call hands it to its workers)."""
         self.epoch = epoch
+
+    @property
+    def boost(self) -> float:
+        """This epoch's gain on a blend's difference from its real face (see `SampleConfig.boost`)."""
+        cfg = self.config
+        if not self.train or cfg.boost_epochs <= 0:
+            return 1.0
+        return 1.0 + (cfg.boost - 1.0) * max(0.0, 1.0 - self.epoch / cfg.boost_epochs)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -100,7 +114,13 @@ class XrayDataset(Dataset):
                 other = self.records[int(self._reals[self.neighbours.pick(k, rng, k=cfg.neighbours)])]
                 src, src_lm, _ = self._load(other, rng)
                 res = blend_bi(img, lm, src, src_lm, rng)
-            img, mask, target = res.image, res.mask, res.xray
+            mask, target = res.mask, res.xray
+            gain = self.boost
+            if gain == 1.0:
+                img = res.image
+            else:
+                diff = res.image.astype(np.float32) - img
+                img = np.clip(img + gain * diff, 0, 255).round().astype(np.uint8)
         else:
             label, target = 0.0, np.zeros((64, 64), np.float32)
         if self.train and rng.random() < cfg.cutout_prob:

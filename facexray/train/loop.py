@@ -64,6 +64,7 @@ class TrainConfig:
     channels_last: bool = True      # NHWC activations (the layout the CPU and CUDA conv kernels prefer)
     patch_size: int | None = None   # cut this share of training batches to random patch_size² windows
     patch_prob: float = 0.0         # (see `cut_patches`); validation always sees whole crops
+    patches_per_face: int = 1       # windows cut from each face of such a batch (its size × this)
     steps_per_epoch: int | None = None
     time_budget_s: float | None = None
     log_every: int = 10
@@ -106,14 +107,17 @@ def loss_fn(logit: torch.Tensor, xray_logits: torch.Tensor, batch: dict, xray_we
 
 
 def cut_patches(batch: dict, size: int, rng: np.random.Generator, stride: int = XRAY_STRIDE,
-                evidence: float = 0.05) -> dict:
-    """Each face cut to a random `size`² window at the crop's own pixel scale, its X-ray target with it.
+                evidence: float = 0.05, per_face: int = 1) -> dict:
+    """Each face cut to `per_face` random `size`² windows at the crop's own pixel scale, its X-ray target with them.
 
     The network is fully convolutional, so a window costs (size/S)² of a whole crop and keeps
     the blending artefacts at their real scale: many more steps for the same compute. A fake
     window that holds no blending (target below `evidence` everywhere) is labelled real, since
-    nothing in it shows the fake; a fake without an X-ray target keeps its label.
+    nothing in it shows the fake; a fake without an X-ray target keeps its label. Several windows
+    per face make more steps from each (costly) blended sample.
     """
+    if per_face > 1:
+        batch = {k: v.repeat_interleave(per_face, dim=0) for k, v in batch.items()}
     image, xray = batch["image"], batch["xray"]
     n, _, h, w = image.shape
     if size % stride or size > min(h, w):
@@ -224,7 +228,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
                     g["lr"] = _lr_at(state["step"], total, cfg)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 if cfg.patch_size and patch_rng.random() < cfg.patch_prob:
-                    batch = cut_patches(batch, cfg.patch_size, patch_rng)
+                    batch = cut_patches(batch, cfg.patch_size, patch_rng, per_face=cfg.patches_per_face)
                 batch["image"] = batch["image"].contiguous(memory_format=layout)
                 with torch.autocast(device.type, enabled=use_amp):
                     logit, xray_logits = model.forward_logits(batch["image"])
