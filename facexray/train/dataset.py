@@ -40,11 +40,15 @@ class SampleConfig:
     jitter_px: int = 6
     neighbours: int = 20
     augment: bool = True
-    # A curriculum for training from scratch: in training epoch e a blended fake's difference from
-    # its real face is multiplied by 1 + (boost − 1)·max(0, 1 − e/boost_epochs), so early epochs
-    # show loud blends and the network finds the boundary before it must find faint ones; from
-    # epoch `boost_epochs` on (and always in validation) fakes are as blended.
-    boost: float = 1.0
+    # A curriculum for training from scratch: in training epoch e the pasted region of a blended
+    # fake is also shifted in colour, through its own mask, by up to
+    # boost·max(0, 1 − e/boost_epochs) grey levels per channel, so early epochs show loud
+    # seams and the network finds the boundary before it must find faint ones; from epoch
+    # `boost_epochs` on (and always in validation) fakes are as blended. A colour offset
+    # keeps the kind of artefact (a soft mix of two differently coloured sources), which
+    # scaling the blend's difference would not: that turns the ghosting of a shifted copy
+    # into ringing, and taught the opposite cue.
+    boost: float = 0.0
     boost_epochs: int = 0
 
 
@@ -70,11 +74,11 @@ class XrayDataset(Dataset):
 
     @property
     def boost(self) -> float:
-        """This epoch's gain on a blend's difference from its real face (see `SampleConfig.boost`)."""
+        """This epoch's largest colour offset of a pasted region, in grey levels (`SampleConfig.boost`)."""
         cfg = self.config
         if not self.train or cfg.boost_epochs <= 0:
-            return 1.0
-        return 1.0 + (cfg.boost - 1.0) * max(0.0, 1.0 - self.epoch / cfg.boost_epochs)
+            return 0.0
+        return cfg.boost * max(0.0, 1.0 - self.epoch / cfg.boost_epochs)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -114,13 +118,10 @@ class XrayDataset(Dataset):
                 other = self.records[int(self._reals[self.neighbours.pick(k, rng, k=cfg.neighbours)])]
                 src, src_lm, _ = self._load(other, rng)
                 res = blend_bi(img, lm, src, src_lm, rng)
-            mask, target = res.mask, res.xray
-            gain = self.boost
-            if gain == 1.0:
-                img = res.image
-            else:
-                diff = res.image.astype(np.float32) - img
-                img = np.clip(img + gain * diff, 0, 255).round().astype(np.uint8)
+            img, mask, target = res.image, res.mask, res.xray
+            if self.boost > 0:
+                offset = self.boost * rng.uniform(0.5, 1.0, 3) * rng.choice([-1.0, 1.0], 3)
+                img = np.clip(img + mask[..., None] * offset.astype(np.float32), 0, 255).round().astype(np.uint8)
         else:
             label, target = 0.0, np.zeros((64, 64), np.float32)
         if self.train and rng.random() < cfg.cutout_prob:
