@@ -25,9 +25,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import SHARED, machine, median_time, save  # noqa: E402
-
 import torch  # noqa: E402
+from common import SHARED, machine, median_time, save  # noqa: E402
 
 LONG = SHARED / "data/bench/facenet_1080p_60s.mp4"
 BATCHES = (1, 8, 32, 64)
@@ -117,7 +116,7 @@ def main() -> None:
     from facexray.engines import TorchOptions, create_engine
     from facexray.engines.xray import XrayRunner
     from facexray.faces.crop import CropSpec
-    from facexray.faces.detect import RetinaFaceDetector, _OUTPUTS, _ceil32
+    from facexray.faces.detect import _OUTPUTS, RetinaFaceDetector, _ceil32
     from facexray.models.checkpoint import random_model
     from facexray.models.xray import OUTPUT_NAMES
     from facexray.pipeline import Pipeline, PipelineConfig

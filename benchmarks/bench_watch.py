@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from facexray.stream.config import AlertConfig, StreamConfig, WatchConfig  # noqa: E402
 from facexray.stream.metrics import LATENCY_BUCKETS  # noqa: E402
 from facexray.stream.watch import Watch  # noqa: E402
+
 from livestreams import RtspServer, gst_rtsp_missing, wait_for  # noqa: E402
 
 CLIP = SHARED / "data/real_videos/edtalk/test_data__pose_source2.mp4"  # 60 s, 256², H.264, 25 fps

@@ -56,11 +56,11 @@ class MicroBatcher(Generic[T, R]):
         """Items waiting for a batch."""
         return len(self._queue)
 
-    def submit(self, item: T) -> "Future[R]":
+    def submit(self, item: T) -> Future[R]:
         """Queue one item; its result arrives on the returned future."""
         return self.submit_many([item])[0]
 
-    def submit_many(self, items: Iterable[T]) -> "list[Future[R]]":
+    def submit_many(self, items: Iterable[T]) -> list[Future[R]]:
         """Queue several items at once (they stay adjacent, so they tend to share a batch)."""
         now = time.monotonic()
         futures: list[Future] = []
@@ -74,7 +74,7 @@ class MicroBatcher(Generic[T, R]):
             self._cond.notify_all()
         return futures
 
-    def result(self, future: "Future[R]") -> R:
+    def result(self, future: Future[R]) -> R:
         """Wait for `future`; if it is still queued, cut the pending batch now rather than wait for company."""
         if not (future.done() or future.running()):
             with self._cond:

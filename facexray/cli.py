@@ -401,7 +401,7 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
 def _run_watch(a: argparse.Namespace) -> int:
     import logging
 
-    from .stream.config import streams_from_urls, WatchConfig
+    from .stream.config import WatchConfig, streams_from_urls
     from .stream.watch import EXIT_USAGE, run_watch
 
     logging.basicConfig(level=a.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -37,7 +37,7 @@ from .engines import default_batch
 from .engines.xray import XrayRunner, load_xray
 from .errors import DecodeError
 from .faces.crop import CropSpec, crop_face, crop_faces_torch
-from .faces.detect import DetectorConfig, Detections, RetinaFaceDetector
+from .faces.detect import Detections, DetectorConfig, RetinaFaceDetector
 from .faces.track import IoUTracker
 
 _END = object()
@@ -87,7 +87,7 @@ class PipelineOutput:
     scores: list[FaceScore]
 
 
-def _put(q: "queue.Queue", item: object, stop: threading.Event) -> bool:
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     """Put `item` on `q`, waiting while it is full, unless `stop` is set first. True if it was put."""
     while not stop.is_set():
         try:
@@ -98,7 +98,7 @@ def _put(q: "queue.Queue", item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _decode_into(source: str, sample: SampleSpec, threads: int, q: "queue.Queue", stop: threading.Event,
+def _decode_into(source: str, sample: SampleSpec, threads: int, q: queue.Queue, stop: threading.Event,
                  info: dict, decoder: str = "pyav", device: str = "cpu") -> None:
     t0 = time.perf_counter()
     try:
@@ -141,7 +141,7 @@ class Pipeline:
 
     @classmethod
     def load(cls, model: str | None, engine: str, device: str, detector: DetectorConfig,
-             config: PipelineConfig = PipelineConfig(), observer: BatchObserver | None = None) -> "Pipeline":
+             config: PipelineConfig = PipelineConfig(), observer: BatchObserver | None = None) -> Pipeline:
         """Load the X-ray model (`engines.xray.load_xray`: None is the shipped one) and the detector, and wire them.
 
         Raises what loading raises (`FacexrayError`, `RuntimeError`, `ValueError`) with what is missing.
@@ -170,7 +170,7 @@ class Pipeline:
         self._detect.close()
         self._xray.close()
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc) -> None:

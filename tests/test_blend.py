@@ -14,8 +14,16 @@ import pytest
 
 from facexray.faces.annotations import aligned, read_annotated_faces
 from facexray.faces.crop import CropSpec, similarity_transform
-from facexray.train.blend import (HULL_VARIANTS, NeighbourIndex, blend_bi, color_transfer, landmark_features,
-                                  random_hull_mask, self_blend, xray_target)
+from facexray.train.blend import (
+    HULL_VARIANTS,
+    NeighbourIndex,
+    blend_bi,
+    color_transfer,
+    landmark_features,
+    random_hull_mask,
+    self_blend,
+    xray_target,
+)
 from facexray.train.cutout import face_cutout, hull_cutout, sensory_cutout
 
 FACES = "data/real_faces"

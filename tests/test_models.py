@@ -13,8 +13,19 @@ from torch import nn
 
 from facexray.engines import create_engine
 from facexray.errors import FacexrayError, ModelNotFoundError
-from facexray.models import (OUTPUT_NAMES, CheckpointError, XrayNet, create_model, hrnet, list_models,
-                             load_checkpoint, load_imagenet_checkpoint, random_model, read_metadata, save_checkpoint)
+from facexray.models import (
+    OUTPUT_NAMES,
+    CheckpointError,
+    XrayNet,
+    create_model,
+    hrnet,
+    list_models,
+    load_checkpoint,
+    load_imagenet_checkpoint,
+    random_model,
+    read_metadata,
+    save_checkpoint,
+)
 from facexray.models import checkpoint as checkpoint_module
 from facexray.models.hrnet import Bottleneck
 

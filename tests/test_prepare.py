@@ -14,15 +14,15 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-import torch
 import pytest
+import torch
 
 from facexray.decode import open_video
+from facexray.faces.annotations import read_annotated_faces
 from facexray.faces.crop import CropSpec, crop_face
 from facexray.faces.detect import RetinaFaceDetector
-from facexray.faces.annotations import read_annotated_faces
-from facexray.faces.retinaface import box_iou
 from facexray.faces.landmarks import LandmarkModel, PfldLandmarks, five_from_68
+from facexray.faces.retinaface import box_iou
 from facexray.train.prepare import LANDMARK_AGREEMENT, find_sources, prepare, split_of
 
 MAX_NME = 0.10

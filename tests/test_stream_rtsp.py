@@ -13,6 +13,7 @@ import pytest
 from facexray.stream.config import StreamConfig
 from facexray.stream.metrics import WatchMetrics
 from facexray.stream.source import State, StreamSource
+
 from livestreams import FAST_RECONNECT, TextServer, facexray_threads, free_port, wait_for
 
 pytestmark = pytest.mark.rtsp

@@ -19,6 +19,7 @@ import pytest
 
 from facexray.stream.config import WatchConfig
 from facexray.stream.watch import Watch
+
 from livestreams import FAST_RECONNECT, PROMETHEUS, TextServer, facexray_threads, free_port, wait_for, wait_port
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.slow]

@@ -85,7 +85,7 @@ class DaliVideoReader:
         self._pipe = pipe
         self._started = False
 
-    def __enter__(self) -> "DaliVideoReader":
+    def __enter__(self) -> DaliVideoReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -80,7 +80,7 @@ class ImageReader:
             pix_fmt=self._image.mode, rotation=0)
         self._started = False
 
-    def __enter__(self) -> "ImageReader":
+    def __enter__(self) -> ImageReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

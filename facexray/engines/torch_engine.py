@@ -51,7 +51,7 @@ class TorchOptions:
     warmup_shape: tuple[int, int, int] | None = None
 
     @classmethod
-    def for_device(cls, device: str | torch.device, **overrides) -> "TorchOptions":
+    def for_device(cls, device: str | torch.device, **overrides) -> TorchOptions:
         """The defaults for `device`: on CUDA fp16 + channels_last + CUDA graphs of `CUDA_BUCKETS`; on CPU plain fp32."""
         if torch.device(device).type == "cuda":
             base = cls(precision="fp16", channels_last=True, buckets=CUDA_BUCKETS, cuda_graphs=True)

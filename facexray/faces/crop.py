@@ -18,9 +18,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -56,17 +56,17 @@ class CropSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CropSpec":
+    def from_dict(cls, d: dict) -> CropSpec:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
-    def check(self, other: "CropSpec | dict") -> None:
+    def check(self, other: CropSpec | dict) -> None:
         """Raise `CropSpecMismatch` unless `other` describes the same crop."""
         other = other if isinstance(other, CropSpec) else CropSpec.from_dict(other)
         if other != self:
             raise CropSpecMismatch(f"the model was trained on crop {other.to_dict()} but this "
                                    f"pipeline cuts {self.to_dict()}; re-train or use the matching crop spec")
 
-    def with_context(self, size: int) -> "CropSpec":
+    def with_context(self, size: int) -> CropSpec:
         """The same alignment and pixel scale on a larger canvas of side `size`.
 
         Its centre `self.size` square is this crop (`center_of` cuts it out; equal up to
@@ -135,8 +135,8 @@ def _pixel_to_normalised(width: int, height: int) -> np.ndarray:
                      [0.0, 0.0, 1.0]])
 
 
-def crop_faces_torch(frames: "torch.Tensor", landmarks: Sequence[np.ndarray], frame_of: Sequence[int],
-                     spec: CropSpec = CropSpec()) -> tuple["torch.Tensor", np.ndarray]:
+def crop_faces_torch(frames: torch.Tensor, landmarks: Sequence[np.ndarray], frame_of: Sequence[int],
+                     spec: CropSpec = CropSpec()) -> tuple[torch.Tensor, np.ndarray]:
     """`crop_face` for many faces at once on tensors: the same warp, computed where the frames are.
 
     `frames` is (N, H, W, 3) RGB uint8 on any device (the GPU path's decoded frames); face k

@@ -15,9 +15,9 @@ Usage (weights found through `resolve_weights`, e.g. `FACEXRAY_MODELS`)::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

@@ -42,6 +42,7 @@ from ..decode import is_still_image, open_video
 from ..faces.crop import CropSpec, crop_matrix
 from .draw import ALPHA, DrawnFace, draw_faces
 
+
 @dataclass(frozen=True)
 class AnnotateConfig:
     """How annotated videos are made; these defaults are the tool's defaults."""

@@ -285,7 +285,7 @@ class HtmlReport:
         shutil.rmtree(self._dir, ignore_errors=True)
         return self.path
 
-    def __enter__(self) -> "HtmlReport":
+    def __enter__(self) -> HtmlReport:
         return self
 
     def __exit__(self, *exc) -> None:

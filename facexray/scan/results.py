@@ -79,7 +79,7 @@ class ResultWriter:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "ResultWriter":
+    def __enter__(self) -> ResultWriter:
         return self
 
     def __exit__(self, *exc) -> None:

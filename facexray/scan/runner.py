@@ -43,8 +43,8 @@ from ..report.annotate import annotate, output_name
 from ..report.evidence import Evidence, EvidenceConfig
 from ..train.index import read_jsonl
 from .discover import discover
-from .resume import ResumePlan, file_key, plan
 from .results import ResultWriter, compact, latest_by_key
+from .resume import ResumePlan, file_key, plan
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -182,7 +182,7 @@ class _StopOnSignal:
         print(f"\nfacexray scan: {signal.Signals(signum).name}: finishing the videos in flight "
               "(signal again to abandon them); run again with --resume to complete", file=sys.stderr)
 
-    def __enter__(self) -> "_StopOnSignal":
+    def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             self._old = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         return self

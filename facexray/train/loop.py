@@ -71,7 +71,7 @@ class TrainConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -81,7 +81,7 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
         import yaml
 
         d = yaml.safe_load(Path(path).read_text()) or {}
