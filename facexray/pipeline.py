@@ -42,9 +42,6 @@ from .faces.track import IoUTracker
 
 _END = object()
 
-RANDOM_WARNING = "scored with RANDOM weights (--model random): a plumbing check, the scores mean nothing"
-"""What every result scored by `--model random` says about itself."""
-
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -290,7 +287,7 @@ class Pipeline:
             decode_errors=int(stats.get("corrupt_packets", 0)),
             error=error,
             model=self.xray.name,
-            warning=RANDOM_WARNING if self.xray.is_random else None,
+            warning=self.xray.warning,
             meta={"video": None if video is None else {
                       "width": video.width, "height": video.height, "fps": round(video.fps or 0.0, 3),
                       "duration": None if video.duration is None else round(video.duration, 3),

@@ -366,3 +366,17 @@ def test_torch_and_onnxruntime_agree(tmp_path, small, monkeypatch):
         assert b["prob"].shape == (n,) and b["xray"].shape == (n, 64, 64)
         for name in OUTPUT_NAMES:
             torch.testing.assert_close(b[name], a[name], atol=1e-4, rtol=0)
+
+
+def test_a_model_s_warning_says_random_or_weak_from_its_own_metadata():
+    from facexray.engines.xray import RANDOM_WARNING, WEAK_MODEL_AUC, XrayRunner
+
+    def warning(meta: dict) -> str | None:
+        return XrayRunner(engine=None, metadata=meta, name="m.safetensors").warning
+
+    assert warning({"random": True}) == RANDOM_WARNING
+    weak = warning({"provenance": {"validation": {"auc": 0.6123}}})
+    assert "weak model (m.safetensors)" in weak and "validation AUC 0.61" in weak and str(WEAK_MODEL_AUC) in weak
+    assert warning({"provenance": {"validation": {"auc": WEAK_MODEL_AUC}}}) is None
+    assert warning({"provenance": {"validation": {"auc": 0.97}}}) is None
+    assert warning({"provenance": {}}) is None and warning({}) is None   # nothing recorded: nothing claimed

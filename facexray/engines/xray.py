@@ -25,6 +25,9 @@ NO_MODEL_HELP = (
     "--model random for a plumbing check whose scores mean nothing."
 )
 
+RANDOM_WARNING = "scored with RANDOM weights (--model random): a plumbing check, the scores mean nothing"
+WEAK_MODEL_AUC = 0.9   # a model whose recorded validation AUC is below this is called weak in every record
+
 
 @dataclass
 class XrayRunner:
@@ -45,6 +48,18 @@ class XrayRunner:
     @property
     def is_random(self) -> bool:
         return bool(self.metadata.get("random"))
+
+    @property
+    def warning(self) -> str | None:
+        """What every result scored by this model must carry about its scores: random weights, or a
+        weak model (its checkpoint's validation AUC below `WEAK_MODEL_AUC`); None otherwise."""
+        if self.is_random:
+            return RANDOM_WARNING
+        auc = ((self.metadata.get("provenance") or {}).get("validation") or {}).get("auc")
+        if auc is not None and auc < WEAK_MODEL_AUC:
+            return (f"a weak model ({self.name}): validation AUC {auc:.2f} on blended fakes of held-out people, "
+                    f"below {WEAK_MODEL_AUC}; its verdicts are not reliable")
+        return None
 
     def __call__(self, crops: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Score crops given as a numpy array or a uint8 tensor on any device (the GPU path's crops)."""

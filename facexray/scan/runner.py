@@ -339,8 +339,8 @@ def _load_pipeline(cfg: ScanConfig, command: str) -> Pipeline | None:
     except (FacexrayError, RuntimeError, ValueError) as e:
         print(f"facexray {command}: {e}", file=sys.stderr)
         return None
-    if pipeline.xray.is_random:
-        print("WARNING: --model random: weights are random, scores mean nothing (plumbing check)", file=sys.stderr)
+    if pipeline.xray.warning:
+        print(f"WARNING: {pipeline.xray.warning}", file=sys.stderr)
     return pipeline
 
 

@@ -36,7 +36,7 @@ from ..contracts import Face
 from ..errors import FacexrayError
 from ..faces.crop import crop_face
 from ..faces.track import IoUTracker
-from ..pipeline import RANDOM_WARNING, Pipeline
+from ..pipeline import Pipeline
 from .alerts import AlertSink, iso_time
 from .config import StreamConfig, WatchConfig
 from .metrics import WatchMetrics
@@ -117,8 +117,8 @@ class Watch:
         cfg = self.cfg
         pipeline = Pipeline.load(cfg.model, cfg.engine, cfg.device, cfg.detector, cfg.pipeline, self._observe_batch)
         self.model_name = pipeline.xray.name
-        if pipeline.xray.is_random:
-            self.warning = RANDOM_WARNING
+        self.warning = pipeline.xray.warning
+        if self.warning:
             log.warning(self.warning)
         return pipeline
 
