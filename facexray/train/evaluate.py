@@ -106,7 +106,7 @@ def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi"
     The items are the training validation's (`XrayDataset(train=False)`, seed 1 as `train` uses
     for validation): each face is kept real or blended with probability one half. `blend`
     says which fakes: "sbi" (self-blended), "bi" (Face X-ray with a neighbour of another
-    identity) or "mix" (the training recipe's share).
+    identity) or "mix" (`SampleConfig`'s default share of each).
     """
     from dataclasses import replace
 
