@@ -6,12 +6,12 @@ Example:
 """
 
 from .checkpoint import (
-                         CheckpointError,
-                         load_checkpoint,
-                         load_imagenet_checkpoint,
-                         random_model,
-                         read_metadata,
-                         save_checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    load_imagenet_checkpoint,
+    random_model,
+    read_metadata,
+    save_checkpoint,
 )
 from .hrnet import HRNet, hrnet
 from .xray import DEFAULT_ARCH, INPUT_SIZE, OUTPUT_NAMES, XrayNet, create_model, list_models
