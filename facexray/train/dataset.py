@@ -119,8 +119,9 @@ class XrayDataset(Dataset):
                 src, src_lm, _ = self._load(other, rng)
                 res = blend_bi(img, lm, src, src_lm, rng)
             img, mask, target = res.image, res.mask, res.xray
-            if self.boost > 0:
-                offset = self.boost * rng.uniform(0.5, 1.0, 3) * rng.choice([-1.0, 1.0], 3)
+            boost = self.boost
+            if boost > 0:
+                offset = boost * rng.uniform(0.5, 1.0, 3) * rng.choice([-1.0, 1.0], 3)
                 img = np.clip(img + mask[..., None] * offset.astype(np.float32), 0, 255).round().astype(np.uint8)
         else:
             label, target = 0.0, np.zeros((64, 64), np.float32)
