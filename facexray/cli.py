@@ -190,7 +190,7 @@ def _run_explain(a: argparse.Namespace) -> int:
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
-    from .train.prepare import DEFAULT_WORKERS, PrepareConfig
+    from .train.prepare import DEFAULT_WORKERS, IMAGE_FORMATS, PrepareConfig
 
     d = PrepareConfig()
     p = sub.add_parser("prepare", help="turn videos and photos of faces into a training dataset",
@@ -205,6 +205,9 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-faces", type=int, default=d.max_faces, help=f"faces kept per frame (default {d.max_faces})")
     p.add_argument("--min-face", type=float, default=d.min_face, help=f"smallest face side, px (default {d.min_face})")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--image-format", choices=sorted(IMAGE_FORMATS), default=d.image_format,
+                   help=f"how crops are stored, losslessly either way: webp takes about half the disk of png and "
+                        f"longer to write (default {d.image_format})")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                    help=f"worker processes (default {DEFAULT_WORKERS})")
     p.add_argument("--detector-weights", metavar="PATH",
@@ -225,6 +228,7 @@ def _run_prepare(a: argparse.Namespace) -> int:
     try:
         report = prepare(a.sources, a.out, workers=a.workers, progress=not a.quiet, sample=a.sample,
                          val_fraction=a.val_fraction, max_faces=a.max_faces, min_face=a.min_face, seed=a.seed,
+                         image_format=a.image_format,
                          detector=replace(DetectorConfig(), weights=a.detector_weights),
                          landmark_weights=a.landmark_weights)
     except (FileNotFoundError, ValueError, FacexrayError) as e:

@@ -231,6 +231,25 @@ def test_prepare_with_two_worker_processes_gives_the_same_records(detector_weigh
     assert by_id(tmp_path / "one") == by_id(tmp_path / "two")
 
 
+def test_prepare_stores_webp_crops_losslessly_in_less_space(detector_weights, shared_dir, tmp_path):
+    photos = [shared_dir / "data" / "real_faces" / p for p in PHOTOS]
+    prepare(photos, tmp_path / "png", workers=1, progress=False)
+    prepare(photos, tmp_path / "webp", workers=1, progress=False, image_format="webp")
+    png, webp = (sorted(_read(tmp_path / f / "index.jsonl"), key=lambda r: r["id"]) for f in ("png", "webp"))
+    assert len(png) == len(webp) == len(PHOTOS)
+    for a, b in zip(png, webp):
+        assert b["crop"] == a["crop"][:-len(".png")] + ".webp"
+        assert {**b, "crop": a["crop"]} == a
+        assert np.array_equal(cv2.imread(str(tmp_path / "png" / a["crop"])), cv2.imread(str(tmp_path / "webp" / b["crop"])))
+    size = lambda d, recs: sum((tmp_path / d / r["crop"]).stat().st_size for r in recs)  # noqa: E731
+    assert size("webp", webp) < 0.75 * size("png", png)
+    # the format is one of the dataset's settings: a folder never mixes them
+    with pytest.raises(ValueError, match="prepared with"):
+        prepare(photos, tmp_path / "png", workers=1, progress=False, image_format="webp")
+    with pytest.raises(ValueError, match="image_format"):
+        prepare(photos, tmp_path / "other", workers=1, progress=False, image_format="jpg")
+
+
 def _write_mask_video(path: Path, like: Path) -> list[int]:
     """A mask video with the frame count, rate and size of `like`: frame i is a flat grey level (the list)."""
     with av.open(str(like)) as src:
@@ -251,7 +270,8 @@ def _write_mask_video(path: Path, like: Path) -> list[int]:
     return levels
 
 
-def test_prepare_reads_the_faceforensics_layout(detector_weights, shared_dir, tmp_path):
+@pytest.mark.parametrize("image_format", ["png", "webp"])
+def test_prepare_reads_the_faceforensics_layout(detector_weights, shared_dir, tmp_path, image_format):
     clip = shared_dir / "data" / "real_videos" / FFPP_CLIP
     root = tmp_path / "FF++"
     original = root / "original_sequences/youtube/c23/videos/000.mp4"
@@ -269,23 +289,25 @@ def test_prepare_reads_the_faceforensics_layout(detector_weights, shared_dir, tm
     assert srcs[unmasked.resolve()].mask is None and srcs[unmasked.resolve()].original == original.resolve()
 
     out = tmp_path / "dataset"
-    report = prepare([root], out, sample="uniform=2", workers=1, progress=False)
+    report = prepare([root], out, sample="uniform=2", workers=1, progress=False, image_format=image_format)
     assert (report.sources, report.errors, report.faces) == (3, 0, 6)
     assert report.index_by_label == {"real": 2, "fake": 4}
     recs = _read(out / "index.jsonl")
     assert {r["identity"] for r in recs} == {"ffpp/000"} and len({r["split"] for r in recs}) == 1
     for r in recs:
+        assert r["crop"].endswith(f".{image_format}") and (r["mask"] is None or r["mask"] == r["crop"].replace(
+            f".{image_format}", f"_mask.{image_format}"))
         if r["source"] == str(original.resolve()):
             assert (r["label"], r["method"], r["mask"]) == ("real", None, None)
         elif r["source"] == str(unmasked.resolve()):
             # no mask video: the SSIM difference against the original, here the very same frames
             assert (r["label"], r["method"]) == ("fake", "Face2Face")
-            diff = cv2.imread(str(out / r["mask"]), cv2.IMREAD_UNCHANGED)
+            diff = cv2.imread(str(out / r["mask"]), cv2.IMREAD_GRAYSCALE)
             assert diff.shape == (320, 320) and diff.max() == 0
         else:
             assert (r["label"], r["method"]) == ("fake", "Deepfakes")
             assert r["video"] == "FF++/manipulated_sequences/Deepfakes/c23/videos/000_003"
-            mask = cv2.imread(str(out / r["mask"]), cv2.IMREAD_UNCHANGED)
+            mask = cv2.imread(str(out / r["mask"]), cv2.IMREAD_GRAYSCALE)
             assert mask.shape == (320, 320) and mask.dtype == np.uint8
             # cut from the mask frame of the same time, with the face's crop: the frame's grey level
             # inside the frame, black (zero padding) beyond its edge

@@ -9,7 +9,8 @@ for jitter and blending). The dataset folder holds:
 - `crops/<video>/<frame>_<face>.png`: the context crops (and `..._mask.png`, the
   manipulation mask cut the same way, for FaceForensics++ fakes: from the dataset's mask
   video when there is one, else the SSIM difference against the same cut of the original
-  video's frame, `diffmask.difference_mask`);
+  video's frame, `diffmask.difference_mask`); lossless `.webp` instead with
+  `image_format="webp"`;
 - `index.jsonl`: one record per face (see `face_record`), with the 5 and 68 landmarks
   in context-crop pixels, the label, and a train/val split made by identity;
 - `errors.jsonl`: one record per input that could not be read;
@@ -69,6 +70,11 @@ DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 8 videos in 13-17 s against 21 s in-process), at most 8 (each holds its own models and frames)."""
 
 _FRAME_CHUNK = 8  # frames decoded before a detection call (bounds memory on long 1080p samples)
+IMAGE_FORMATS = {"png": [], "webp": [cv2.IMWRITE_WEBP_QUALITY, 101]}
+"""How crops and masks can be stored, with the OpenCV options that make each lossless. Lossless WebP
+takes about 55 % of PNG's bytes on these crops (measured on 54 of the shared faces: 57 KB against
+105 KB) and about 8× its encoding time; both decode to the same pixels. WebP has no grey mode: a
+mask is stored as three equal channels, and read back as grey (`cv2.IMREAD_GRAYSCALE`) as PNG's are."""
 _SETTINGS_FILE = "prepare.json"
 _FFPP_REAL, _FFPP_FAKE, _FFPP_MASKS = "original_sequences", "manipulated_sequences", "masks"
 
@@ -81,6 +87,7 @@ class PrepareConfig:
     largest first; `min_face`: smallest box side kept, in pixels. `context_size`: side
     of the stored crops (see `CropSpec.with_context`). `val_fraction` and `seed` fix the
     identity split. `landmark_weights`: a PFLD ONNX file (None: `resolve_weights`).
+    `image_format`: how crops are stored, one of `IMAGE_FORMATS` (lossless either way).
     """
 
     sample: str = DEFAULT_SAMPLE
@@ -92,9 +99,12 @@ class PrepareConfig:
     crop: CropSpec = field(default_factory=CropSpec)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     landmark_weights: str | None = None
+    image_format: str = "png"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sample", str(SampleSpec.coerce(self.sample)))
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {self.image_format!r}")
         self.crop.with_context(self.context_size)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
@@ -106,9 +116,9 @@ class PrepareConfig:
         return self.crop.with_context(self.context_size)
 
     def dataset_settings(self) -> dict:
-        """What every run into one dataset folder must share: the crop and the split rule."""
+        """What every run into one dataset folder must share: the crop, the split rule and the image format."""
         return {"crop_spec": self.crop.to_dict(), "context_size": self.context_size,
-                "val_fraction": self.val_fraction, "seed": self.seed}
+                "val_fraction": self.val_fraction, "seed": self.seed, "image_format": self.image_format}
 
 
 @dataclass(frozen=True)
@@ -266,7 +276,7 @@ def face_record(src: Source, frame: Frame, face: int, box: np.ndarray, score: fl
         "face": face,
         "box": [round(float(v), 2) for v in box],
         "det_score": round(float(score), 4),
-        "crop": f"crops/{src.video}/{frame.index:06d}_{face}.png",
+        "crop": f"crops/{src.video}/{frame.index:06d}_{face}.{cfg.image_format}",
         "context_size": cfg.context_size,
         "crop_spec": cfg.crop.to_dict(),
         "landmarks5": _to_crop(lm5, matrix),
@@ -373,7 +383,7 @@ def process_source(src: Source, models: _Models, cfg: PrepareConfig, out: Path) 
                         continue
                     crop, m = crop_face(frame.image, lm5, ctx)
                     rec = face_record(src, frame, face, box, float(dets.scores[j]), lm5, lm68, m, cfg)
-                    _write_png(out / rec["crop"], cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+                    _write_image(out / rec["crop"], cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
                     res.records.append(rec)
                     if src.mask is not None or src.original is not None:
                         pending_masks.append((rec, frame.pts, lm5))
@@ -440,8 +450,9 @@ def _cut_masks(video_path: Path, pending: list[tuple[dict, float, np.ndarray]], 
                 while k < len(wanted) and abs(wanted[k][1] - frame.pts) <= half:
                     rec, _, lm5 = wanted[k]
                     crop, _ = crop_face(frame.image, lm5, ctx)
-                    rec["mask"] = rec["crop"][:-len(".png")] + "_mask.png"
-                    _write_png(out / rec["mask"], to_mask(rec, crop))
+                    crop_path = Path(rec["crop"])
+                    rec["mask"] = crop_path.with_name(f"{crop_path.stem}_mask{crop_path.suffix}").as_posix()
+                    _write_image(out / rec["mask"], to_mask(rec, crop))
                     k += 1
                 if k == len(wanted):
                     break
@@ -456,9 +467,10 @@ def _to_crop(points: np.ndarray, matrix: np.ndarray) -> list[list[float]]:
     return np.round(p, 2).tolist()
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def _write_image(path: Path, image: np.ndarray) -> None:
+    """Write a crop or mask losslessly in the format its extension names (`IMAGE_FORMATS`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
+    if not cv2.imwrite(str(path), image, IMAGE_FORMATS[path.suffix[1:]]):
         raise OSError(f"could not write {path}")
 
 
@@ -534,7 +546,7 @@ def _check_settings(out: Path, cfg: PrepareConfig) -> None:
     path = out / _SETTINGS_FILE
     want = cfg.dataset_settings()
     if path.exists():
-        have = json.loads(path.read_text())
+        have = {"image_format": "png", **json.loads(path.read_text())}   # datasets from before the option were PNG
         if have != want:
             raise ValueError(f"{out} was prepared with {have}, not {want}: mixing them would break the crop "
                              "or the identity split; use another --out or the same settings")
