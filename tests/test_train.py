@@ -4,12 +4,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from facexray.cli import main
 from facexray.engines.xray import WEAK_MODEL_AUC
 from facexray.models.checkpoint import read_metadata
 from facexray.train.dataset import XrayDataset
-from facexray.train.loop import TrainConfig, train
+from facexray.train.loop import TrainConfig, lr_at, train
 from facexray.train.prepare import prepare
 
 
@@ -28,7 +29,7 @@ def tiny_dataset(shared_dir, models_dir, tmp_path_factory):
 def test_dataset_items_are_consistent_and_seeded(tiny_dataset):
     ds = XrayDataset(tiny_dataset, "train", seed=0)
     a, b = ds[0], ds[0]
-    assert a["image"].shape == (3, 256, 256) and a["xray"].shape == (64, 64)
+    assert a["image"].shape == (3, 256, 256) and a["image"].dtype == torch.uint8 and a["xray"].shape == (64, 64)
     assert torch_equal(a["image"], b["image"]) and float(a["label"]) == float(b["label"])
     labels = [float(ds[i]["label"]) for i in range(len(ds))]
     assert 0 < np.mean(labels) < 1                        # real and blended fakes both appear
@@ -38,6 +39,29 @@ def test_dataset_items_are_consistent_and_seeded(tiny_dataset):
             assert float(item["xray"].max()) == 0.0
         else:
             assert float(item["xray"].max()) > 0.3          # a blended face has a boundary to learn
+
+
+def test_passes_draw_every_face_again_with_new_randomness(tiny_dataset):
+    one = XrayDataset(tiny_dataset, "train", seed=0)
+    three = XrayDataset(tiny_dataset, "train", seed=0, passes=3)
+    n = len(one)
+    assert len(three) == 3 * n
+    assert torch_equal(three[1]["image"], one[1]["image"])               # the first pass is the plain epoch
+    again = [three[1 + k * n] for k in range(3)]
+    assert all(int(a["index"]) == 1 for a in again)                      # the same face,
+    assert not torch_equal(again[0]["image"], again[1]["image"])         # drawn anew
+    assert not torch_equal(again[1]["image"], again[2]["image"])
+
+
+def test_an_epoch_longer_than_the_data_runs_its_steps(tiny_dataset, tmp_path):
+    faces = len(XrayDataset(tiny_dataset, "train"))
+    steps = 2 * faces // 8 + 1                                           # two passes and a bit
+    cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "run"), epochs=1, batch_size=8, workers=0,
+                      steps_per_epoch=steps, patch_size=64, patch_prob=1.0, log_every=1)
+    res = train(cfg)
+    log = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, steps + 1))
+    assert res.history[-1]["step"] == steps
 
 
 def torch_equal(x, y):
@@ -53,7 +77,7 @@ def test_boost_shifts_the_colour_of_a_fake_through_its_mask_and_decays_to_plain_
     for i in range(min(6, len(loud))):
         a, b = as_blended[i], loud[i]
         assert torch_equal(a["xray"], b["xray"])                            # same blend, same target
-        shift = (b["image"] - a["image"]) * 255
+        shift = b["image"].float() - a["image"].float()
         far = a["xray"].repeat_interleave(4, 0).repeat_interleave(4, 1) == 0
         outside = far & (shift.abs().amax(0) < 0.5)                        # untouched pixels
         assert 0.2 < float(outside.float().mean()) < 0.95                  # only the pasted region moves,
@@ -106,9 +130,18 @@ def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir
     assert blended["frame"]["n_fake"] == res.history[-1]["val_n_fake"]      # the very items training validated on
 
 
-def test_patches_keep_image_and_target_aligned_and_relabel_windows_without_evidence():
-    import torch
+def test_lr_warms_up_then_anneals_over_the_steps_or_the_time_budget_whichever_ends_first():
+    steps = TrainConfig(lr=1e-3, warmup_steps=10)
+    timed = TrainConfig(lr=1e-3, warmup_steps=10, time_budget_s=100.0)
+    assert lr_at(0, 1000, steps) == lr_at(0, 1000, timed, elapsed_s=50.0) == pytest.approx(1e-4)
+    assert lr_at(10, 1000, steps, elapsed_s=50.0) == pytest.approx(1e-3)           # no budget: by steps alone
+    assert lr_at(505, 1000, steps) == pytest.approx(0.5e-3)
+    assert lr_at(10, 1000, timed, elapsed_s=50.0) == pytest.approx(0.5e-3)         # half the budget gone
+    assert lr_at(505, 1000, timed, elapsed_s=10.0) == pytest.approx(0.5e-3)        # half the steps gone
+    assert lr_at(20, 1000, timed, elapsed_s=120.0) == 0.0
 
+
+def test_patches_keep_image_and_target_aligned_and_relabel_windows_without_evidence():
     from facexray.train.loop import cut_patches
 
     cell = torch.arange(64 * 64, dtype=torch.float32).view(64, 64)

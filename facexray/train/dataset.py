@@ -1,7 +1,9 @@
 """Training and validation samples: real faces from a prepared index, and fakes made on the fly.
 
 Each item is a 256² aligned crop (THE crop: the centre of the stored context crop,
-optionally shifted a few pixels for training), its label and its X-ray target:
+optionally shifted a few pixels for training; RGB uint8, 3×H×W, a quarter of float32's
+bytes between worker processes: `model_input` makes the network's floats), its label
+and its X-ray target:
   - a real face: label 0, target all zeros;
   - a blended fake (Face X-ray BI with a neighbour of another identity, or SBI): label 1,
     target 4·M·(1−M) of the blending mask;
@@ -9,7 +11,8 @@ optionally shifted a few pixels for training), its label and its X-ray target:
     target from that mask.
 Face-Cutout is applied with its overlap rule against the blending mask. Randomness
 comes from a generator seeded by (seed, epoch, item), so any worker count gives the
-same samples.
+same samples. With `passes` > 1 an epoch draws every face that many times, each
+draw an item of its own (its own blend, cutout and augmentation).
 """
 
 from __future__ import annotations
@@ -56,8 +59,9 @@ class XrayDataset(Dataset):
     """Items of one split of a prepared dataset (see the module docstring)."""
 
     def __init__(self, dataset: str | Path, split: str, config: SampleConfig = SampleConfig(), seed: int = 0,
-                 crop: CropSpec = CropSpec(), train: bool = True):
+                 crop: CropSpec = CropSpec(), train: bool = True, passes: int = 1):
         self.root = Path(dataset)
+        self.passes = passes
         self.records = read_index(dataset, split)
         if not self.records:
             raise ValueError(f"no {split!r} faces in {self.root / 'index.jsonl'}")
@@ -81,7 +85,7 @@ class XrayDataset(Dataset):
         return cfg.boost * max(0.0, 1.0 - self.epoch / cfg.boost_epochs)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) * self.passes
 
     def _load(self, rec: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The 256² crop of a record, its 68 landmarks in crop pixels, and its mask crop if any."""
@@ -99,9 +103,10 @@ class XrayDataset(Dataset):
             mask = np.ascontiguousarray(m[y0:y0 + s, x0:x0 + s]).astype(np.float32) / 255.0
         return img, lm, mask
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         cfg = self.config
-        rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, i])
+        rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, item])
+        i = item % len(self.records)
         rec = self.records[i]
         img, lm, mask = self._load(rec, rng)
         valid = 1.0
@@ -129,6 +134,12 @@ class XrayDataset(Dataset):
             img, _ = face_cutout(img, lm, rng, blend_mask=mask, max_overlap=cfg.max_cutout_overlap)
         if self.train and cfg.augment:
             img, target = augment(img, target, rng)
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
         return {"image": x, "xray": torch.from_numpy(np.ascontiguousarray(target, np.float32)),
                 "label": torch.tensor(label), "xray_valid": torch.tensor(valid), "index": torch.tensor(i)}
+
+
+def model_input(images: torch.Tensor, device: torch.device,
+                memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """A batch of item images (uint8, N×3×H×W) as the network takes them: floats in [0, 1] on `device`."""
+    return images.to(device, non_blocking=True).float().div_(255.0).contiguous(memory_format=memory_format)

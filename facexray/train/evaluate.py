@@ -119,7 +119,7 @@ def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi"
     labels, scores = [], []
     for i in range(0, len(ds), batch):
         items = [ds[j] for j in range(i, min(i + batch, len(ds)))]
-        crops = np.stack([(it["image"].permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8) for it in items])
+        crops = np.stack([it["image"].permute(1, 2, 0).numpy() for it in items])
         scores.extend(runner(crops)[0].tolist())
         labels.extend(int(it["label"]) for it in items)
     return {"blend": blend, "split": split, "identities": len({r["identity"] for r in ds.records}),

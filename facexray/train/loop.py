@@ -37,7 +37,7 @@ from .. import __version__
 from ..faces.crop import CropSpec
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.xray import DEFAULT_ARCH, XRAY_STRIDE, create_model
-from .dataset import SampleConfig, XrayDataset
+from .dataset import SampleConfig, XrayDataset, model_input
 from .index import read_index
 from .metrics import binary_metrics
 
@@ -65,7 +65,7 @@ class TrainConfig:
     patch_size: int | None = None   # cut this share of training batches to random patch_size² windows
     patch_prob: float = 0.0         # (see `cut_patches`); validation always sees whole crops
     patches_per_face: int = 1       # windows cut from each face of such a batch (its size × this)
-    steps_per_epoch: int | None = None
+    steps_per_epoch: int | None = None   # None: one pass over the training faces; more draws each face again
     time_budget_s: float | None = None
     log_every: int = 10
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -163,23 +163,29 @@ def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
     model.eval()
     labels, probs = [], []
     for batch in loader:
-        prob, _ = model(batch["image"].to(device))
+        prob, _ = model(model_input(batch["image"], device))
         probs.append(prob.float().cpu().numpy())
         labels.append(batch["label"].numpy())
     return binary_metrics(np.concatenate(labels), np.concatenate(probs))
 
 
-def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, total: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """The learning rate of a step: a linear warm-up, then a cosine to 0 over the remaining steps,
+    or over this run's `time_budget_s` when that ends first, so a budgeted run anneals fully
+    however fast the machine turns out to be."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    if cfg.time_budget_s:
+        t = max(t, elapsed_s / cfg.time_budget_s)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> TrainResult:
     """Train an X-ray model as `cfg` says; returns where the best checkpoint is and its validation AUC.
 
-    `progress` shows a bar per epoch (loss, samples/s) and prints each validation on stderr.
+    `progress` shows a bar per epoch (loss, samples/s) when stderr is a terminal and prints each
+    validation on stderr.
     """
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,16 +194,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
     crop = CropSpec()
     train_ds = XrayDataset(cfg.data, "train", cfg.sample, seed=cfg.seed, crop=crop, train=True)
     val_ds = XrayDataset(cfg.data, "val", cfg.sample, seed=cfg.seed + 1, crop=crop, train=False)
-    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers)
+    pin = device.type == "cuda"
+    torch.backends.cudnn.benchmark = pin     # fixed input sizes: let cuDNN pick its fastest kernels once
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=pin)
     model = create_model(cfg.arch, backbone_weights=cfg.imagenet).to(device)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    steps_per_epoch = min(len(train_ds) // cfg.batch_size, cfg.steps_per_epoch or 1 << 30)
-    if steps_per_epoch < 1:
+    if len(train_ds) < cfg.batch_size:
         raise ValueError(f"the training split has {len(train_ds)} faces, fewer than one batch of {cfg.batch_size}")
+    steps_per_epoch = cfg.steps_per_epoch or len(train_ds) // cfg.batch_size
+    train_ds.passes = math.ceil(steps_per_epoch * cfg.batch_size / len(train_ds))
     total = steps_per_epoch * cfg.epochs
     log_path = out / "metrics.jsonl"
     state = {"epoch": 0, "step": 0, "best_auc": -1.0, "history": []}
@@ -215,21 +224,22 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
             epoch = state["epoch"]
             train_ds.set_epoch(epoch)
             loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                                num_workers=cfg.workers, pin_memory=pin,
+                                generator=torch.Generator().manual_seed(cfg.seed + epoch))
             model.train()
             patch_rng = np.random.default_rng([cfg.seed, epoch])
             t_epoch, seen = time.monotonic(), 0
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                       disable=not progress, leave=False)
+                       disable=None if progress else True, leave=False)   # None: a bar on a terminal, not in a log
             for i, batch in enumerate(loader):
                 if i >= steps_per_epoch:
                     break
                 for g in opt.param_groups:
-                    g["lr"] = _lr_at(state["step"], total, cfg)
+                    g["lr"] = lr_at(state["step"], total, cfg, time.monotonic() - t_start)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 if cfg.patch_size and patch_rng.random() < cfg.patch_prob:
                     batch = cut_patches(batch, cfg.patch_size, patch_rng, per_face=cfg.patches_per_face)
-                batch["image"] = batch["image"].contiguous(memory_format=layout)
+                batch["image"] = model_input(batch["image"], device, layout)
                 with torch.autocast(device.type, enabled=use_amp):
                     logit, xray_logits = model.forward_logits(batch["image"])
                 loss, parts = loss_fn(logit.float(), xray_logits.float(), batch, cfg.xray_weight)
