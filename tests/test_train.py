@@ -1,6 +1,9 @@
 """A short CPU training run on a tiny prepared set: the loss falls and the checkpoint serves."""
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +176,31 @@ def test_patches_keep_image_and_target_aligned_and_relabel_windows_without_evide
     assert many["image"].shape == (9, 3, 64, 64) and many["index"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     corners = {int(many["image"][i, 0, 0, 0]) for i in range(9)}
     assert len(corners) > 3                         # each face's windows are drawn apart, not copies
+
+
+@pytest.mark.slow
+def test_device_training_script_joins_the_carried_parts_trains_and_measures(tiny_dataset, tmp_path):
+    """tools/device/train_default_model.sh as the last device call runs it (README, "Training the default
+    model on a GPU"), here on the CPU: the dataset arrives as tar parts, the run and its measures land in $OUT."""
+    carry = tmp_path / "carry"
+    carry.mkdir()
+    tar = subprocess.run(["tar", "-cf", "-", "-C", str(tiny_dataset.parent), "--transform", "s,^data,data/real_webp,",
+                          "data"], capture_output=True, check=True).stdout
+    n = len(tar) // 3 + 1
+    for k in range(3):
+        (carry / f"data.tar.{k:02d}").write_bytes(tar[k * n:(k + 1) * n])
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "CARRY": str(carry), "PARTS": str(tmp_path / "parts"), "WHEELS": ""}
+    script = Path(__file__).parents[1] / "tools/device/train_default_model.sh"
+    res = subprocess.run(["bash", str(script), "--device", "cpu", "--workers", "0", "--batch-size", "4",
+                          "--time-budget", "5", "--epochs", "1"], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not list(carry.glob("data.tar.*"))                          # the parts moved where the script joins them
+    assert (out / "run/best.safetensors").exists() and not (out / "run/last.state.pt").exists()
+    assert "validation AUC" in (out / "train.log").read_text()
+    recipe = read_metadata(out / "run/best.safetensors")["provenance"]["recipe"]
+    assert (recipe["batch_size"], recipe["steps_per_epoch"], recipe["device"]) == (4, 150, "cpu")  # the GPU recipe
+    val = sum(json.loads(x)["split"] == "val" for x in (tiny_dataset / "index.jsonl").read_text().splitlines())
+    for blend in ("sbi", "bi"):
+        measured = json.loads((out / f"eval_{blend}.json").read_text())
+        assert (measured["blend"], measured["split"], measured["frame"]["n"]) == (blend, "val", val)
