@@ -494,6 +494,20 @@ def test_uniform_on_real_clips_decodes_less_and_matches_a_full_decode(shared_dir
     assert stats["decoded"] < max_share * full_stats["decoded"], (stats, full_stats)
 
 
+@pytest.mark.parametrize("n", [64, 100])   # two containers at once (8 to 64 targets), and one
+def test_uniform_numbers_frames_apart_on_a_variable_frame_rate_clip(shared_dir, n):
+    """This clip's frames come 1/30 s apart with gaps, so its nominal 22.1 fps rounds two neighbours
+    (0.567 s and 0.600 s) to one number: each picked frame must still get a number of its own."""
+    path = real(shared_dir, "video_retalking/examples__face__1.mp4")
+    full, info, _ = read(path)
+    got, _, _ = read(path, f"uniform={n}")
+    _assert_same_frames(got, _expected_uniform(full, info.duration, n, info.fps))
+    assert len({round(f.pts * info.fps) for f in got}) < len(got)            # pts × fps alone collides here
+    idx = [f.index for f in got]
+    assert idx == sorted(set(idx))
+    assert all(abs(i - f.pts * info.fps) <= 3 for i, f in zip(idx, got))     # still about pts × fps
+
+
 def test_every_real_clip_opens_with_sane_info_and_frames(shared_dir):
     paths = sorted((shared_dir / "data/real_videos").glob("*/*.mp4"))
     assert paths

@@ -8,7 +8,9 @@ What it guarantees, and why:
 - `Frame.pts` is seconds from the first frame, taken from each frame's own timestamp,
   so variable-frame-rate video is timed correctly. `Frame.index` is the frame's position
   in the stream (presentation order, counting frames that were skipped or lost to bad
-  packets); for `uniform=N`, which seeks, it is round(pts * fps).
+  packets); for `uniform=N`, which seeks, it is round(pts * fps), raised where needed to
+  stay above the previous frame's (a variable-frame-rate clip's nominal fps can round two
+  neighbouring frames to one number, and frames are told apart by it downstream).
 - Bad data never ends a read early without a trace: a packet the decoder rejects is
   skipped and counted (`stats["corrupt_packets"]`), an error-concealed frame is dropped
   and counted (`stats["corrupt_frames"]`: concealment blocks look like the blending seams
@@ -41,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import heapq
 import itertools
 import math
@@ -251,6 +254,7 @@ class VideoReader:
         half = 0.5 / self._fps
         pos = 0.0  # pts of the last frame decoded
         last_t = -math.inf  # pts of the last frame handed out
+        last_index = -1
         for target in targets:
             start = target - half
             if last_t >= start - _EPS:
@@ -262,7 +266,8 @@ class VideoReader:
                 pos = self._seconds(idx, frame)
                 if pos >= start - _EPS:
                     last_t = pos
-                    yield self._to_frame(round(pos * self._fps), pos, frame)
+                    last_index = max(round(pos * self._fps), last_index + 1)
+                    yield self._to_frame(last_index, pos, frame)
                     break
             else:
                 return  # the data ended before this target; later targets lie beyond it too
@@ -282,10 +287,10 @@ class VideoReader:
 
         worker = threading.Thread(target=work, daemon=True, name="facexray-decode-half")
         worker.start()
-        last_t = -math.inf
+        last_t, last_index = -math.inf, -1
         try:
             for frame in self._targets(targets[:split]):
-                last_t = frame.pts
+                last_t, last_index = frame.pts, frame.index
                 yield frame
         finally:
             worker.join()
@@ -298,7 +303,8 @@ class VideoReader:
         for frame in later:
             if frame.pts > last_t + _EPS:
                 self.stats["yielded"] += 1
-                yield frame
+                last_index = max(frame.index, last_index + 1)   # numbered apart from the first half's
+                yield dataclasses.replace(frame, index=last_index)
 
     def _uniform_by_scanning(self, n: int) -> Iterator[Frame]:
         """`uniform=N` without a known duration: decode all once, keep an evenly thinned subset, pick N."""
