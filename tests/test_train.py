@@ -12,7 +12,7 @@ import torch
 from facexray.cli import main
 from facexray.engines.xray import WEAK_MODEL_AUC
 from facexray.models.checkpoint import read_metadata
-from facexray.train.dataset import XrayDataset
+from facexray.train.dataset import SampleConfig, XrayDataset
 from facexray.train.loop import TrainConfig, lr_at, train
 from facexray.train.prepare import prepare
 
@@ -72,8 +72,6 @@ def torch_equal(x, y):
 
 
 def test_boost_shifts_the_colour_of_a_fake_through_its_mask_and_decays_to_plain_blends(tiny_dataset):
-    from facexray.train.dataset import SampleConfig
-
     plain = dict(augment=False, cutout_prob=0.0, jitter_px=0, fake_prob=1.0)
     as_blended = XrayDataset(tiny_dataset, "train", SampleConfig(**plain))
     loud = XrayDataset(tiny_dataset, "train", SampleConfig(**plain, boost=40.0, boost_epochs=4))
@@ -101,7 +99,7 @@ def test_boost_shifts_the_colour_of_a_fake_through_its_mask_and_decays_to_plain_
 @pytest.mark.usefixtures("detector_weights")
 def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir, tmp_path, capsys):
     cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "run"), epochs=8, batch_size=4, workers=0,
-                      lr=1e-3, warmup_steps=5, log_every=1, seed=0)
+                      lr=1e-3, warmup_steps=5, log_every=1, seed=0, sample=SampleConfig(sbi_prob=0.8))
     res = train(cfg, progress=True)
     epoch_lines = [x for x in capsys.readouterr().err.splitlines() if "validation AUC" in x]
     assert len(epoch_lines) == res.epochs_run and epoch_lines[0].startswith("epoch 1/8: step ")
@@ -131,6 +129,10 @@ def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir
     assert (blended["blend"], blended["split"], blended["frame"]["n"]) == ("sbi", "val", len(val))
     assert blended["identities"] == len({r["identity"] for r in val}) and 0 < blended["frame"]["n_fake"] < len(val)
     assert blended["frame"]["n_fake"] == res.history[-1]["val_n_fake"]      # the very items training validated on
+    # with the recipe's own mix of blends, eval gives the validation AUC the checkpoint records
+    assert main(["eval", str(tiny_dataset), "--model", str(res.best), "--blend", "mix", "--json", str(tmp_path / "x.json")]) == 0
+    mixed = json.loads((tmp_path / "x.json").read_text())["frame"]
+    assert mixed["auc"] == pytest.approx(meta["provenance"]["validation"]["auc"], abs=1e-3)
 
 
 def test_lr_warms_up_then_anneals_over_the_steps_or_the_time_budget_whichever_ends_first():

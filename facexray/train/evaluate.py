@@ -100,22 +100,27 @@ BLENDS = {"sbi": 1.0, "bi": 0.0, "mix": None}   # share of SBI among the blended
 
 
 def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi", split: str = "val",
-                     seed: int = 1, batch: int = 16, threshold: float = 0.5) -> dict:
+                     batch: int = 16, threshold: float = 0.5) -> dict:
     """Frame-level metrics on the real faces of a dataset split and fakes blended from them.
 
-    The items are the training validation's (`XrayDataset(train=False)`, seed 1 as `train` uses
-    for validation): each face is kept real or blended with probability one half. `blend`
-    says which fakes: "sbi" (self-blended), "bi" (Face X-ray with a neighbour of another
-    identity) or "mix" (`SampleConfig`'s default share of each).
+    The items are made as the training validation makes them (`XrayDataset(train=False)`):
+    with the sample settings and seed + 1 of the recipe the checkpoint records (`SampleConfig()`
+    and seed 1 for a model without one), so `blend="mix"` on the training dataset reproduces the
+    validation AUC the checkpoint records. Each face is kept real or blended with probability
+    `fake_prob`; `blend` says which fakes: "sbi" (self-blended), "bi" (Face X-ray with a neighbour
+    of another identity) or "mix" (the recipe's share of each).
     """
-    from dataclasses import replace
+    from dataclasses import fields, replace
 
     from .dataset import SampleConfig, XrayDataset
 
     if blend not in BLENDS:
         raise ValueError(f"unknown blend {blend!r}: use {', '.join(BLENDS)}")
-    cfg = SampleConfig() if BLENDS[blend] is None else replace(SampleConfig(), sbi_prob=BLENDS[blend])
-    ds = XrayDataset(dataset, split, cfg, seed=seed, crop=runner.crop_spec, train=False)
+    recipe = (runner.metadata.get("provenance") or {}).get("recipe") or {}
+    known = {f.name for f in fields(SampleConfig)}
+    base = SampleConfig(**{k: v for k, v in (recipe.get("sample") or {}).items() if k in known})
+    cfg = base if BLENDS[blend] is None else replace(base, sbi_prob=BLENDS[blend])
+    ds = XrayDataset(dataset, split, cfg, seed=recipe.get("seed", 0) + 1, crop=runner.crop_spec, train=False)
     labels, scores = [], []
     for i in range(0, len(ds), batch):
         items = [ds[j] for j in range(i, min(i + batch, len(ds)))]
