@@ -194,14 +194,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
     crop = CropSpec()
     train_ds = XrayDataset(cfg.data, "train", cfg.sample, seed=cfg.seed, crop=crop, train=True)
     val_ds = XrayDataset(cfg.data, "val", cfg.sample, seed=cfg.seed + 1, crop=crop, train=False)
-    pin = device.type == "cuda"
-    torch.backends.cudnn.benchmark = pin     # fixed input sizes: let cuDNN pick its fastest kernels once
-    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=pin)
+    cuda = device.type == "cuda"
+    torch.backends.cudnn.benchmark = cuda     # fixed input sizes: let cuDNN pick its fastest kernels once
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=cuda)
     model = create_model(cfg.arch, backbone_weights=cfg.imagenet).to(device)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = cfg.amp and cuda
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if len(train_ds) < cfg.batch_size:
         raise ValueError(f"the training split has {len(train_ds)} faces, fewer than one batch of {cfg.batch_size}")
@@ -224,7 +224,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
             epoch = state["epoch"]
             train_ds.set_epoch(epoch)
             loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                num_workers=cfg.workers, pin_memory=pin,
+                                num_workers=cfg.workers, pin_memory=cuda,
                                 generator=torch.Generator().manual_seed(cfg.seed + epoch))
             model.train()
             patch_rng = np.random.default_rng([cfg.seed, epoch])
