@@ -26,7 +26,7 @@ python3 -m facexray.cli train --config configs/default_model_gpu.yaml --data "$d
     2>&1 | tee "$OUT/train.log" || status=$?
 rm -f "$OUT/run/last.state.pt"    # the optimiser state: over the 16 MiB a returned file may have
 for blend in sbi bi; do
-    python3 -m facexray.cli eval "$data" --model "$OUT/run/best.safetensors" --blend "$blend" \
+    python3 -m facexray.cli eval "$data" --model "$OUT/run/best.safetensors" --blend "$blend" --engine torch \
         --json "$OUT/eval_$blend.json" || status=$?
 done
 exit "$status"
