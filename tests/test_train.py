@@ -56,23 +56,6 @@ def test_passes_draw_every_face_again_with_new_randomness(tiny_dataset):
     assert not torch_equal(again[1]["image"], again[2]["image"])
 
 
-class _OpenCvThreads(torch.utils.data.Dataset):
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, i: int) -> int:
-        import cv2
-
-        return cv2.getNumThreads()
-
-
-def test_data_workers_run_opencv_on_one_thread():
-    from facexray.train.dataset import init_worker
-
-    loader = torch.utils.data.DataLoader(_OpenCvThreads(), num_workers=1, worker_init_fn=init_worker)
-    assert [int(n) for n in loader] == [1, 1]
-
-
 def test_an_epoch_longer_than_the_data_runs_its_steps(tiny_dataset, tmp_path):
     faces = len(XrayDataset(tiny_dataset, "train"))
     steps = 2 * faces // 8 + 1                                           # two passes and a bit

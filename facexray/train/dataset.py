@@ -143,9 +143,3 @@ def model_input(images: torch.Tensor, device: torch.device,
                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """A batch of item images (uint8, N×3×H×W) as the network takes them: floats in [0, 1] on `device`."""
     return images.to(device, non_blocking=True).float().div_(255.0).contiguous(memory_format=memory_format)
-
-
-def init_worker(_: int) -> None:
-    """DataLoader worker set-up: OpenCV on one thread, since the workers already share out the cores
-    (PyTorch does the same for its own threads in a worker)."""
-    cv2.setNumThreads(1)

@@ -37,7 +37,7 @@ from .. import __version__
 from ..faces.crop import CropSpec
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.xray import DEFAULT_ARCH, XRAY_STRIDE, create_model
-from .dataset import SampleConfig, XrayDataset, init_worker, model_input
+from .dataset import SampleConfig, XrayDataset, model_input
 from .index import read_index
 from .metrics import binary_metrics
 
@@ -196,8 +196,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
     val_ds = XrayDataset(cfg.data, "val", cfg.sample, seed=cfg.seed + 1, crop=crop, train=False)
     cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = cuda     # fixed input sizes: let cuDNN pick its fastest kernels once
-    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=cuda,
-                            worker_init_fn=init_worker)
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=cuda)
     model = create_model(cfg.arch, backbone_weights=cfg.imagenet).to(device)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
@@ -225,7 +224,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
             epoch = state["epoch"]
             train_ds.set_epoch(epoch)
             loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                num_workers=cfg.workers, pin_memory=cuda, worker_init_fn=init_worker,
+                                num_workers=cfg.workers, pin_memory=cuda,
                                 generator=torch.Generator().manual_seed(cfg.seed + epoch))
             model.train()
             patch_rng = np.random.default_rng([cfg.seed, epoch])
