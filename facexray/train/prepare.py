@@ -73,7 +73,7 @@ _FRAME_CHUNK = 8  # frames decoded before a detection call (bounds memory on lon
 IMAGE_FORMATS = {"png": [], "webp": [cv2.IMWRITE_WEBP_QUALITY, 101]}
 """How crops and masks can be stored, with the OpenCV options that make each lossless. Lossless WebP
 takes about 55 % of PNG's bytes on these crops (measured on 54 of the shared faces: 57 KB against
-105 KB) and about 8× its encoding time; both decode to the same pixels. WebP has no grey mode: a
+105 KB) and is slower to write (84 ms a crop here); both decode to the same pixels. WebP has no grey mode: a
 mask is stored as three equal channels, and read back as grey (`cv2.IMREAD_GRAYSCALE`) as PNG's are."""
 _SETTINGS_FILE = "prepare.json"
 _FFPP_REAL, _FFPP_FAKE, _FFPP_MASKS = "original_sequences", "manipulated_sequences", "masks"
