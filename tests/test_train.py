@@ -133,6 +133,16 @@ def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir
     assert main(["eval", str(tiny_dataset), "--model", str(res.best), "--blend", "mix", "--json", str(tmp_path / "x.json")]) == 0
     mixed = json.loads((tmp_path / "x.json").read_text())["frame"]
     assert mixed["auc"] == pytest.approx(meta["provenance"]["validation"]["auc"], abs=1e-3)
+    # the threshold chosen on the held-out identities' real sources, each scored as scan scores it
+    cal_path = tmp_path / "calibrated.safetensors"
+    assert main(["calibrate", str(res.best), "--data", str(tiny_dataset), "--out", str(cal_path),
+                 "--sample", "uniform=4", "--max-false-alarm", "0.25", "-q"]) == 0
+    cal = read_metadata(cal_path)["calibration"]
+    sources = {r["source"] for r in val}
+    assert set(cal["scores"]) | set(cal["no_face"]) == sources and cal["real_videos"] == len(cal["scores"])
+    scores = np.array(list(cal["scores"].values()))
+    assert (scores >= cal["threshold"]).mean() == cal["false_alarm_rate"] <= 0.25
+    assert (scores >= cal["threshold"] - 0.001).mean() > 0.25 or cal["threshold"] == 0.0
 
 
 def test_lr_warms_up_then_anneals_over_the_steps_or_the_time_budget_whichever_ends_first():
@@ -206,3 +216,34 @@ def test_device_training_script_joins_the_carried_parts_trains_and_measures(tiny
     for blend in ("sbi", "bi"):
         measured = json.loads((out / f"eval_{blend}.json").read_text())
         assert (measured["blend"], measured["split"], measured["frame"]["n"]) == (blend, "val", val)
+
+
+def test_real_faces_may_get_the_sbi_copy_change_over_the_whole_face(tiny_dataset):
+    """What SBI does inside a paste (colour, blur, sharpening, rescaling), real faces show everywhere, so that
+    only the boundary tells a blend; they stay real, with no X-ray target, and validation never sees it."""
+    plain = dict(augment=False, cutout_prob=0.0, jitter_px=0, fake_prob=0.0)
+    clean = XrayDataset(tiny_dataset, "train", SampleConfig(**plain))
+    changed = XrayDataset(tiny_dataset, "train", SampleConfig(**plain, real_change_prob=1.0))
+    for i in range(min(8, len(clean))):
+        a, b = clean[i], changed[i]
+        assert float(b["label"]) == 0.0 and float(b["xray"].max()) == 0.0
+        assert (a["image"].float() - b["image"].float()).abs().mean() > 1.0
+    val = dict(plain, real_change_prob=1.0)
+    v_clean = XrayDataset(tiny_dataset, "val", SampleConfig(**plain), train=False)
+    v_changed = XrayDataset(tiny_dataset, "val", SampleConfig(**val), train=False)
+    assert torch_equal(v_clean[0]["image"], v_changed[0]["image"])
+
+
+def test_the_default_recipe_parses_with_its_degradations():
+    from facexray.train.degrade import DegradeConfig
+
+    cfg = TrainConfig.from_yaml(Path(__file__).parents[1] / "configs/default_model.yaml")
+    assert cfg.arch == "xray_efficientnet_lite0" and cfg.imagenet == "auto"
+    assert isinstance(cfg.sample.degrade, DegradeConfig) and cfg.sample.degrade.jpeg_quality == (20, 95)
+    assert cfg.sample.real_change_prob > 0
+    with pytest.raises(ValueError, match="unknown degrade option"):
+        SampleConfig.from_dict({"degrade": {"p_jpg": 0.5}})
+    with pytest.raises(ValueError, match="unknown sample option"):
+        SampleConfig.from_dict({"blur": 1})
+    assert SampleConfig.from_dict({"blur": 1, "sbi_prob": 0.2}, strict=False).sbi_prob == 0.2
+    assert TrainConfig.from_dict({"imagenet": "none"}).imagenet is None

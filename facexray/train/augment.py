@@ -1,8 +1,11 @@
-"""Photometric and flip augmentation of training faces (albumentations), seeded per item.
+"""Photometric, quality and flip augmentation of training faces, seeded per item.
 
-Only transforms that keep every pixel where it is (JPEG re-compression, down-and-up
-scaling, colour) run through albumentations; the horizontal flip is applied here to
-the image and its X-ray target together, so the target always matches the pixels.
+Colour changes run through albumentations; picture degradations (blur, sharpening,
+rescaling, JPEG, H.264) come from `degrade`, the same functions the robustness check
+measures with. Every transform keeps each pixel where it is; the horizontal flip is
+applied here to the image and its X-ray target together, so the target always matches.
+Real and blended faces go through the same draws: a quality change that only one class
+saw would become the cue the network learns.
 """
 
 from __future__ import annotations
@@ -11,24 +14,25 @@ from functools import lru_cache
 
 import numpy as np
 
+from .degrade import DegradeConfig, random_degrade
+
 
 @lru_cache(maxsize=1)
-def _pixel_transforms():
+def _colour_transforms():
     import albumentations as A
 
     return A.Compose([
-        A.ImageCompression(quality_range=(40, 100), p=0.5),
-        A.Downscale(scale_range=(0.5, 0.9), p=0.2),
         A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.4),
         A.HueSaturationValue(hue_shift_limit=8, sat_shift_limit=15, val_shift_limit=10, p=0.3),
-        A.GaussianBlur(blur_limit=(3, 5), p=0.1),
     ])
 
 
-def augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(image: np.ndarray, target: np.ndarray, rng: np.random.Generator,
+            degrade: DegradeConfig = DegradeConfig()) -> tuple[np.ndarray, np.ndarray]:
     """Augment an RGB uint8 face and flip its X-ray target with it; randomness from `rng` only."""
     if rng.random() < 0.5:
         image, target = image[:, ::-1], target[:, ::-1]
-    tf = _pixel_transforms()
+    tf = _colour_transforms()
     tf.set_random_seed(int(rng.integers(0, 2**31 - 1)))
-    return tf(image=np.ascontiguousarray(image))["image"], np.ascontiguousarray(target)
+    image = tf(image=np.ascontiguousarray(image))["image"]
+    return random_degrade(image, rng, degrade), np.ascontiguousarray(target)

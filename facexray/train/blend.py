@@ -249,9 +249,12 @@ def blend_bi(target: np.ndarray, target_lm: np.ndarray, source: np.ndarray, sour
     return BlendResult(_alpha_blend(fg, target, mask), mask, xray_target(mask))
 
 
-def _sbi_source(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """SBI's source-only change: colour (RGB shift, hue/saturation, brightness/contrast),
-    then one frequency change (down-up scaling, blur or sharpening). Returns RGB uint8."""
+def source_change(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """SBI's change of the pasted copy: colour (RGB shift, hue/saturation, brightness/contrast),
+    then one frequency change (down-up scaling, blur or sharpening). Returns RGB uint8.
+
+    Training also applies it to whole real faces (`SampleConfig.real_change_prob`): a blurred,
+    sharpened or recoloured face is then no evidence by itself, only its boundary with the rest is."""
     img = image.astype(np.float32)
     if rng.random() < 0.3:
         img += rng.uniform(-20, 20, 3).astype(np.float32)
@@ -279,7 +282,7 @@ def _sbi_source(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def self_blend(image: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> BlendResult:
     """SBI: the face blended with a changed copy of itself.
 
-    The copy gets `_sbi_source`'s colour and frequency change and a small scale
+    The copy gets `source_change`'s colour and frequency change and a small scale
     (0.95–1.05) and shift (±3 % across, ±1.5 % vertically) about the face centre; the mask
     follows the shifted face and is scaled by a random ratio r (SBI's partial blends).
     The X-ray target is the boundary of the mask's shape, `xray_target(M / r)`: inside a
@@ -294,7 +297,7 @@ def self_blend(image: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> B
     shift = np.array([rng.uniform(-0.03, 0.03) * w, rng.uniform(-0.015, 0.015) * h])
     centre = lm.mean(axis=0)
     matrix = np.hstack([scale * np.eye(2), (centre * (1 - scale) + shift)[:, None]])
-    source = _warp(_sbi_source(image, rng), matrix, image.shape)
+    source = _warp(source_change(image, rng), matrix, image.shape)
     shape = random_hull_mask(lm @ matrix[:, :2].T + matrix[:, 2], image.shape, rng)
     mask = shape * np.float32(_SBI_BLEND_RATIOS[rng.integers(len(_SBI_BLEND_RATIOS))])
     return BlendResult(_alpha_blend(source, image, mask), mask, xray_target(shape))

@@ -17,7 +17,7 @@ draw an item of its own (its own blend, cutout and augmentation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import cv2
@@ -27,8 +27,9 @@ from torch.utils.data import Dataset
 
 from ..faces.crop import CropSpec
 from .augment import augment
-from .blend import NeighbourIndex, blend_bi, self_blend, xray_target
+from .blend import NeighbourIndex, blend_bi, self_blend, source_change, xray_target
 from .cutout import face_cutout
+from .degrade import DegradeConfig
 from .index import read_index
 
 
@@ -43,6 +44,30 @@ class SampleConfig:
     jitter_px: int = 6
     neighbours: int = 20
     augment: bool = True
+    # The share of real faces given SBI's copy change (colour and one of blur, sharpening,
+    # down-up scaling) over the whole face: what SBI's pasted copies show inside the paste,
+    # real faces then show everywhere, so only a boundary tells a blend (without it the
+    # network learned "blurred or soft means fake").
+    real_change_prob: float = 0.0
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict, strict: bool = True) -> SampleConfig:
+        """From a recipe's `sample:` mapping (`degrade:` nested); unknown keys raise, or are dropped
+        with `strict=False` (a checkpoint written by another version)."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(d) - set(known)
+        if unknown and strict:
+            raise ValueError(f"unknown sample option(s): {', '.join(sorted(unknown))}")
+        d = {k: v for k, v in d.items() if k in known}
+        if isinstance(d.get("degrade"), dict):
+            dk = {f.name: f for f in fields(DegradeConfig)}
+            bad = set(d["degrade"]) - set(dk)
+            if bad and strict:
+                raise ValueError(f"unknown degrade option(s): {', '.join(sorted(bad))}")
+            d["degrade"] = DegradeConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in d["degrade"].items() if k in dk})
+        return cls(**d)
     # A curriculum for training from scratch: in training epoch e the pasted region of a blended
     # fake is also shifted in colour, through its own mask, by up to
     # boost·max(0, 1 − e/boost_epochs) grey levels per channel, so early epochs show loud
@@ -130,10 +155,12 @@ class XrayDataset(Dataset):
                 img = np.clip(img + mask[..., None] * offset.astype(np.float32), 0, 255).round().astype(np.uint8)
         else:
             label, target = 0.0, np.zeros((64, 64), np.float32)
+            if self.train and rng.random() < cfg.real_change_prob:
+                img = source_change(img, rng)
         if self.train and rng.random() < cfg.cutout_prob:
             img, _ = face_cutout(img, lm, rng, blend_mask=mask, max_overlap=cfg.max_cutout_overlap)
         if self.train and cfg.augment:
-            img, target = augment(img, target, rng)
+            img, target = augment(img, target, rng, cfg.degrade)
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
         return {"image": x, "xray": torch.from_numpy(np.ascontiguousarray(target, np.float32)),
                 "label": torch.tensor(label), "xray_valid": torch.tensor(valid), "index": torch.tensor(i)}

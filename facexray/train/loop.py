@@ -49,7 +49,7 @@ class TrainConfig:
     data: str = ""
     out: str = "runs/xray"
     arch: str = DEFAULT_ARCH
-    imagenet: str | None = None
+    imagenet: str | None = "auto"   # backbone start: "auto" (the installed package's ImageNet weights), a path, or None
     epochs: int = 10
     batch_size: int = 16
     lr: float = 3e-4
@@ -73,11 +73,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
+        if str(d.get("imagenet")).lower() == "none":
+            d["imagenet"] = None
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
         if isinstance(d.get("sample"), dict):
-            d["sample"] = SampleConfig(**d["sample"])
+            d["sample"] = SampleConfig.from_dict(d["sample"])
         return cls(**d)
 
     @classmethod
