@@ -7,7 +7,9 @@ spike is not, and averaging all frames would let long honest stretches dilute a
 short forged one. Tracks with fewer than `min_track_faces` faces are ignored
 when a longer track exists (detector flicker makes one-frame tracks). The video
 is "fake" when its score is at least `threshold`, "real" otherwise, and
-"no_face" when no face was scored.
+"no_face" when no face was scored. The threshold is the model's own (chosen on
+its validation identities' real videos and stored in its checkpoint, see
+`train/calibrate.py`) unless one is given; `DEFAULT_THRESHOLD` for a model without one.
 
 Example:
     >>> import numpy as np
@@ -27,14 +29,20 @@ import numpy as np
 
 from .contracts import FaceScore
 
+DEFAULT_THRESHOLD = 0.5
+"""The verdict threshold of a model whose checkpoint records no calibrated one."""
+
 
 @dataclass(frozen=True)
 class AggregateConfig:
-    """The verdict rule's knobs; the defaults here are the tool's defaults."""
+    """The verdict rule's knobs; the defaults here are the tool's defaults.
+
+    `threshold` None: the model's calibrated threshold (`Pipeline` fills it in), else `DEFAULT_THRESHOLD`.
+    """
 
     top_k: int = 5
     min_track_faces: int = 2
-    threshold: float = 0.5
+    threshold: float | None = None
     top_frames: int = 5
 
 
@@ -67,5 +75,6 @@ def aggregate_scores(scores: list[FaceScore], cfg: AggregateConfig = AggregateCo
     worst = max(eligible, key=lambda t: track_scores[t])
     score = track_scores[worst]
     top = sorted(scores, key=lambda s: -s.prob)[:cfg.top_frames]
-    return Aggregate(score=score, verdict="fake" if score >= cfg.threshold else "real",
+    threshold = DEFAULT_THRESHOLD if cfg.threshold is None else cfg.threshold
+    return Aggregate(score=score, verdict="fake" if score >= threshold else "real",
                      track_scores=track_scores, worst_track=worst, top=top)

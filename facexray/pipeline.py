@@ -23,7 +23,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -126,9 +126,12 @@ class Pipeline:
                  observer: BatchObserver | None = None):
         config.crop.check(xray.metadata["crop"])
         check_decoder(config.decoder, detector.device)
+        if config.aggregate.threshold is None:
+            config = replace(config, aggregate=replace(config.aggregate, threshold=xray.threshold))
         self.detector = detector
         self.xray = xray
         self.config = config
+        self.threshold: float = config.aggregate.threshold
         self.crop_spec = config.crop
         self.xray_batch = config.xray_batch or default_batch("xray", xray.engine.device)
         self.inflight_frames = config.inflight_frames or config.detect_batch

@@ -1,5 +1,6 @@
-"""The shipped default model: small, says how it was made, and tells self-blended fakes of people it
-never saw from their real faces; `scan` and `eval` use it with no --model."""
+"""The shipped default model: small, says how it was made, tells self-blended fakes of people it never
+saw from their real faces, keeps real faces real when the picture gets worse, carries a threshold chosen
+on data; `scan`, `explain` and `eval` use it with no --model."""
 
 import json
 
@@ -9,26 +10,31 @@ from facexray.cli import main
 from facexray.engines.xray import DEFAULT_MODEL, load_xray
 from facexray.faces.detect import DetectorConfig
 from facexray.models.checkpoint import read_metadata
-from facexray.train.evaluate import evaluate_blended
+from facexray.train.evaluate import evaluate_blended, evaluate_robustness
 from facexray.train.prepare import prepare
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason=f"no default model at {DEFAULT_MODEL}")
 
 MAX_BYTES = 40 * 2**20
-HELD_OUT_VIDEOS = 3
+HELD_OUT_VIDEOS = 4
+MAX_DEGRADED_FALSE_ALARMS = 0.10
 
 
-def test_default_model_is_small_and_records_its_recipe_and_data():
+def test_default_model_is_small_and_records_its_recipe_data_and_threshold():
     assert DEFAULT_MODEL.stat().st_size <= MAX_BYTES
     meta = read_metadata(DEFAULT_MODEL)
     prov = meta["provenance"]
-    assert meta["arch"] == prov["recipe"]["arch"] and meta["crop"]["size"] == 256
+    assert meta["arch"] == prov["recipe"]["arch"] == "xray_efficientnet_lite0" and meta["crop"]["size"] == 256
     data = prov["data"]
     assert len(data["index_sha256"]) == 64 and data["faces"]["train"] > 1000 and data["identities"]["val"] > 10
-    # trained only on the real faces of ../shared: every source lies under real_videos or real_faces
-    assert data["sources"] and all("/real_videos/" in s or "/real_faces/" in s for s in data["sources"])
+    # trained only on the real faces of ../shared: every source lies under real_videos, real_faces or real_more
+    assert data["sources"] and all(any(f"/{d}/" in s for d in ("real_videos", "real_faces", "real_more"))
+                                   for s in data["sources"])
     assert len(data["val_identities"]) == data["identities"]["val"]
-    assert prov["validation"]["auc"] >= 0.95 and prov["validation"]["n_fake"] > 100
+    assert prov["validation"]["n_fake"] > 100 and prov["validation"]["auc"] >= 0.9
+    cal = meta["calibration"]
+    assert 0 < cal["threshold"] < 1 and cal["false_alarm_rate"] <= cal["max_false_alarm"] == 0.05
+    assert cal["real_videos"] >= 20 and cal["dataset_index_sha256"] == data["index_sha256"]
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +51,32 @@ def held_out_faces(shared_dir, models_dir, tmp_path_factory):
     return out
 
 
-def test_default_model_separates_self_blended_fakes_of_unseen_people(held_out_faces):
-    res = evaluate_blended(load_xray(None), held_out_faces, "sbi", split="train")
+@pytest.mark.parametrize("blend", ["sbi", "bi"])
+def test_default_model_separates_blended_fakes_of_unseen_people(held_out_faces, blend):
+    res = evaluate_blended(load_xray(None), held_out_faces, blend, split="train")
     frame = res["frame"]
     assert frame["n_fake"] >= 8 and frame["n_real"] >= 8
-    assert frame["auc"] >= 0.9, frame
+    assert frame["auc"] >= 0.85, frame
+    assert res["xray"]["fake_iou_mean"] > res["xray"]["real_cells_flagged"]
+
+
+def test_real_faces_stay_real_when_the_picture_gets_worse(held_out_faces):
+    """JPEG q25, ×0.3 rescaling, blur σ 1.5, unsharp masking and H.264 CRF 35: each keeps the held-out real
+    faces' false alarms at the model's threshold at or below 10 %."""
+    res = evaluate_robustness(load_xray(None), held_out_faces, split="train")
+    assert res["faces"] >= 30 and res["threshold"] == load_xray(None).threshold
+    rates = {k: v["false_alarm_rate"] for k, v in res["conditions"].items()}
+    assert set(rates) == {"clean", "jpeg_q25", "rescale_x0.3", "blur_s1.5", "unsharp", "h264_crf35"}
+    assert max(rates.values()) <= MAX_DEGRADED_FALSE_ALARMS, rates
 
 
 @pytest.mark.usefixtures("detector_weights")
-def test_scan_uses_the_default_model_with_no_model_flag(shared_dir, tmp_path):
+def test_scan_uses_the_default_model_and_its_threshold_with_no_flag(shared_dir, tmp_path, capsys):
     out = tmp_path / "r.jsonl"
     clip = shared_dir / "data/real_videos/lia/data__vox__driving2.mp4"
     assert main(["scan", str(clip), "--sample", "uniform=4", "--out", str(out), "-q"]) == 0
     rec = json.loads(out.read_text())
     assert rec["model"] == DEFAULT_MODEL.name and rec["warning"] is None and rec["faces_scored"] > 0
+    threshold = read_metadata(DEFAULT_MODEL)["calibration"]["threshold"]
+    assert rec["meta"]["threshold"] == threshold and rec["verdict"] == "real"
+    assert f"verdict threshold {threshold:.3f}" in capsys.readouterr().err

@@ -50,6 +50,24 @@ class XrayRunner:
         return bool(self.metadata.get("random"))
 
     @property
+    def threshold(self) -> float:
+        """The video verdict threshold chosen for this model on data (`train/calibrate.py`), stored in its
+        checkpoint; `aggregate.DEFAULT_THRESHOLD` when it records none."""
+        from ..aggregate import DEFAULT_THRESHOLD
+
+        value = (self.metadata.get("calibration") or {}).get("threshold")
+        return DEFAULT_THRESHOLD if value is None else float(value)
+
+    @property
+    def threshold_note(self) -> str:
+        """Where `threshold` comes from, in words, for summaries and logs."""
+        cal = self.metadata.get("calibration") or {}
+        if cal.get("threshold") is None:
+            return "the default; this model records no calibrated threshold"
+        return (f"the model's own: at most {cal['max_false_alarm']:.0%} false alarms on the "
+                f"{cal['real_videos']} real videos of its validation identities")
+
+    @property
     def warning(self) -> str | None:
         """What every result scored by this model must carry about its scores: random weights, or a
         weak model (its checkpoint's validation AUC below `WEAK_MODEL_AUC`); None otherwise."""
@@ -70,7 +88,7 @@ class XrayRunner:
 
     def describe(self) -> dict:
         return {"name": self.name, "arch": self.metadata.get("arch"), "random": self.is_random,
-                **self.engine.describe()}
+                "threshold": self.threshold, "threshold_note": self.threshold_note, **self.engine.describe()}
 
 
 def load_xray(model: str | Path | None = None, engine: str = "auto", device: str = "cpu",

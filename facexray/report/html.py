@@ -33,7 +33,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..aggregate import AggregateConfig
+from ..aggregate import DEFAULT_THRESHOLD
 from ..contracts import FaceScore, Frame, VideoResult
 from ..decode import open_video
 from ..faces.crop import CropSpec, crop_face
@@ -49,7 +49,7 @@ class ReportConfig:
     top_faces: int = 4
     thumb: int = 120
     max_tracks_plotted: int = 6
-    threshold: float = AggregateConfig.threshold
+    threshold: float = DEFAULT_THRESHOLD     # the scan sets the one its verdicts used
     title: str = "facexray scan report"
 
 

@@ -161,8 +161,23 @@ def record_of(result: VideoResult, cfg: ScanConfig, runner_info: dict, key: str 
     rec = dataclasses.asdict(result)
     rec["key"] = key
     rec["meta"].update(sample=cfg.pipeline.sample, engine=resolve_engine(cfg.engine, cfg.device), device=cfg.device,
-                       xray_model=runner_info, facexray_version=__version__)
+                       threshold=verdict_threshold(cfg, runner_info), xray_model=runner_info,
+                       facexray_version=__version__)
     return rec
+
+
+def verdict_threshold(cfg: ScanConfig, runner_info: dict) -> float:
+    """The threshold verdicts are made with: --threshold when given, else the model's own (`describe()`)."""
+    given = cfg.pipeline.aggregate.threshold
+    return runner_info["threshold"] if given is None else given
+
+
+def threshold_text(cfg: ScanConfig, runner_info: dict) -> str:
+    """`verdict_threshold` and where it comes from, for the summary."""
+    value = verdict_threshold(cfg, runner_info)
+    if cfg.pipeline.aggregate.threshold is not None:
+        return f"{value:.3f} (--threshold)"
+    return f"{value:.3f} ({runner_info.get('threshold_note', 'the model')})"
 
 
 class _StopOnSignal:
@@ -193,14 +208,17 @@ class _StopOnSignal:
 
 
 def print_summary(results: list[VideoResult], elapsed: float, out: str | None, stream=None,
-                  extra: list[str] = (), resume: ResumePlan | None = None, stopped_by: int | None = None) -> None:
-    """A short table on stderr: counts per verdict, what resume skipped, the most suspicious files, the
-    errors; then `extra` lines."""
+                  extra: list[str] = (), resume: ResumePlan | None = None, stopped_by: int | None = None,
+                  threshold: str | None = None) -> None:
+    """A short table on stderr: counts per verdict, the verdict threshold and where it comes from, what
+    resume skipped, the most suspicious files, the errors; then `extra` lines."""
     stream = stream or sys.stderr
     counts = Counter(r.verdict for r in results)
     frames = sum(r.frames_scored for r in results)
     print(f"\nscanned {len(results)} file(s) in {elapsed:.1f} s ({frames / max(elapsed, 1e-9):.1f} frames/s); "
           + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())), file=stream)
+    if threshold:
+        print(f"verdict threshold {threshold}", file=stream)
     if resume and (resume.done or resume.duplicates or resume.retried):
         print(f"resume: skipped {resume.done} already recorded ({resume.errors_kept} with an error: "
               f"--retry-errors scans them again), {resume.duplicates} duplicate(s) of another file; "
@@ -283,6 +301,9 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
         return ScanReport(EXIT_MODEL, plan=todo)
     if runner_info.get("random"):
         print("WARNING: --model random: weights are random, scores mean nothing (plumbing check)", file=sys.stderr)
+    threshold = verdict_threshold(cfg, runner_info)
+    cfg = dataclasses.replace(cfg, evidence=dataclasses.replace(
+        cfg.evidence, html=dataclasses.replace(cfg.evidence.html, threshold=threshold)))
     if metrics:
         metrics.start(len(todo.todo), todo.done + todo.duplicates)
     evidence = (Evidence(cfg.evidence, cfg.pipeline.crop, files, cfg.progress,
@@ -317,7 +338,8 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
     elapsed = time.perf_counter() - t0
     if cfg.out and (cfg.resume or cfg.retry_errors):
         compact(cfg.out)
-    print_summary(results, elapsed, cfg.out, extra=extra, resume=todo, stopped_by=stop.signum)
+    print_summary(results, elapsed, cfg.out, extra=extra, resume=todo, stopped_by=stop.signum,
+                  threshold=threshold_text(cfg, runner_info))
     if stop.signum is not None:
         code = 128 + stop.signum
     elif todo.errors_kept or any(r.error for r in results) or (evidence and evidence.problems):
@@ -371,5 +393,6 @@ def run_explain(path: str, out: str | None, cfg: ScanConfig) -> int:
     if cfg.out:
         with ResultWriter(cfg.out) as writer:
             writer.write(record_of(output.result, cfg, pipeline.xray.describe(), file_key(path, cfg.content_hash)))
-    print_summary([output.result], time.perf_counter() - t0, cfg.out, extra=extra)
+    print_summary([output.result], time.perf_counter() - t0, cfg.out, extra=extra,
+                  threshold=threshold_text(cfg, pipeline.xray.describe()))
     return EXIT_OK if ok else EXIT_SOME_FAILED

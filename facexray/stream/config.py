@@ -63,17 +63,24 @@ class AlertConfig:
 
     A track's rolling score is the mean of its face scores over the last `window_s` seconds.
     An alert fires when it stays at or above `threshold` for `min_duration_s`, and clears when
-    it falls below `threshold - hysteresis` (or the track is gone for `window_s`).
+    it falls below `threshold - hysteresis` (or the track is gone for `window_s`). `threshold`
+    None: the model's calibrated video threshold (`XrayRunner.threshold`), set when the watch loads it.
     """
 
-    threshold: float = AggregateConfig().threshold
+    threshold: float | None = AggregateConfig().threshold
     min_duration_s: float = 3.0
     hysteresis: float = 0.1
     window_s: float = 10.0
 
     @property
     def clear_below(self) -> float:
+        if self.threshold is None:
+            raise ValueError("the alert threshold is not resolved yet (None: the model's own)")
         return self.threshold - self.hysteresis
+
+    def resolved(self, model_threshold: float) -> AlertConfig:
+        """This rule with a threshold left to the model (None) set to `model_threshold`."""
+        return self if self.threshold is not None else replace(self, threshold=model_threshold)
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,8 @@ class Watch:
         self.sink = AlertSink(cfg.events, cfg.images, cfg.webhook, cfg.webhook_retries, cfg.webhook_timeout_s)
         self._streams = {s.name: _StreamState(s, StreamSource(s, cfg.analysis_fps_of(s), cfg.reconnect,
                                                               cfg.queue_frames, self.metrics),
-                                              RollingScores(s.name, cfg.alert_of(s))) for s in cfg.streams}
+                                              RollingScores(s.name, cfg.alert_of(s).resolved(self.pipeline.threshold)))
+                         for s in cfg.streams}
         for st in self._streams.values():
             st.source.start()
             st.thread = threading.Thread(target=self._analyse, args=(st,), name=f"facexray-analyse-{st.cfg.name}",
@@ -118,6 +119,9 @@ class Watch:
         pipeline = Pipeline.load(cfg.model, cfg.engine, cfg.device, cfg.detector, cfg.pipeline, self._observe_batch)
         self.model_name = pipeline.xray.name
         self.warning = pipeline.xray.warning
+        log.info("X-ray model %s; alert threshold %s unless a stream sets its own (%s)", self.model_name,
+                 f"{pipeline.threshold:.3f}" if cfg.alert.threshold is None else cfg.alert.threshold,
+                 pipeline.xray.threshold_note if cfg.alert.threshold is None else "--threshold")
         if self.warning:
             log.warning(self.warning)
         return pipeline
@@ -232,7 +236,7 @@ class Watch:
             self._emit(e, st)
 
     def _emit(self, e: AlertEvent, st: _StreamState) -> None:
-        rule = self.cfg.alert_of(st.cfg)
+        rule = st.rolling.cfg
         wall = time.time() - time.monotonic()  # event times are monotonic; the clock may have been set since start
         record = {"event": e.kind, "stream": e.stream, "url": st.cfg.url, "track": e.track,
                   "start": iso_time(e.start + wall), "end": iso_time(e.end + wall),

@@ -11,11 +11,13 @@ Inputs:
     measure the tool.
 Frame level: one score per face (label of its file/record). Video level: the scan rule
 (mean of the top-k face scores) per video. Per method: each method's fakes against all reals.
+Accuracy is measured at the model's own threshold (`XrayRunner.threshold`).
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -96,12 +98,22 @@ def evaluate_index(runner: XrayRunner, dataset: str | Path, split: str | None = 
     return summarise(labels, scores, [r.get("method") for r in recs], videos, threshold, top_k)
 
 
-BLENDS = {"sbi": 1.0, "bi": 0.0, "mix": None}   # share of SBI among the blended fakes (None: the recipe's)
+BLENDS = {"sbi": 1.0, "bi": 0.0, "mix": None}
+XRAY_LEVEL = 0.5   # an X-ray cell at or above this counts as boundary (map quality in `evaluate_blended`)   # share of SBI among the blended fakes (None: the recipe's)
+
+
+def xray_iou(pred: np.ndarray, target: np.ndarray, level: float = XRAY_LEVEL) -> float:
+    """IoU of a predicted X-ray map and its target, both thresholded at `level` (1.0 when both are empty)."""
+    p, t = pred >= level, target >= level
+    union = np.logical_or(p, t).sum()
+    return float(np.logical_and(p, t).sum() / union) if union else 1.0
 
 
 def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi", split: str = "val",
                      batch: int = 16, threshold: float = 0.5) -> dict:
-    """Frame-level metrics on the real faces of a dataset split and fakes blended from them.
+    """Frame-level metrics on the real faces of a dataset split and fakes blended from them, and the
+    quality of the X-ray maps: on the fakes, the IoU of map and true boundary (`xray_iou`); on the
+    real faces, the share of map cells at or above `XRAY_LEVEL` (ideally none).
 
     The items are made as the training validation makes them (`XrayDataset(train=False)`):
     with the sample settings and seed + 1 of the recipe the checkpoint records (`SampleConfig()`
@@ -110,25 +122,64 @@ def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi"
     `fake_prob`; `blend` says which fakes: "sbi" (self-blended), "bi" (Face X-ray with a neighbour
     of another identity) or "mix" (the recipe's share of each).
     """
-    from dataclasses import fields, replace
+    from dataclasses import replace
 
     from .dataset import SampleConfig, XrayDataset
 
     if blend not in BLENDS:
         raise ValueError(f"unknown blend {blend!r}: use {', '.join(BLENDS)}")
     recipe = (runner.metadata.get("provenance") or {}).get("recipe") or {}
-    known = {f.name for f in fields(SampleConfig)}
-    base = SampleConfig(**{k: v for k, v in (recipe.get("sample") or {}).items() if k in known})
+    base = SampleConfig.from_dict(recipe.get("sample") or {}, strict=False)
     cfg = base if BLENDS[blend] is None else replace(base, sbi_prob=BLENDS[blend])
     ds = XrayDataset(dataset, split, cfg, seed=recipe.get("seed", 0) + 1, crop=runner.crop_spec, train=False)
-    labels, scores = [], []
+    labels, scores, ious, real_cells = [], [], [], []
     for i in range(0, len(ds), batch):
         items = [ds[j] for j in range(i, min(i + batch, len(ds)))]
         crops = np.stack([it["image"].permute(1, 2, 0).numpy() for it in items])
-        scores.extend(runner(crops)[0].tolist())
+        probs, maps = runner(crops)
+        scores.extend(probs.tolist())
         labels.extend(int(it["label"]) for it in items)
+        for it, m in zip(items, maps):
+            if it["label"] > 0:
+                ious.append(xray_iou(m, it["xray"].numpy()))
+            else:
+                real_cells.append(float((m >= XRAY_LEVEL).mean()))
     return {"blend": blend, "split": split, "identities": len({r["identity"] for r in ds.records}),
-            "frame": binary_metrics(np.array(labels), np.array(scores), threshold)}
+            "frame": binary_metrics(np.array(labels), np.array(scores), threshold),
+            "xray": {"level": XRAY_LEVEL, "fake_iou_mean": float(np.mean(ious)) if ious else None,
+                     "fake_iou_median": float(np.median(ious)) if ious else None,
+                     "real_cells_flagged": float(np.mean(real_cells)) if real_cells else None}}
+
+
+def evaluate_robustness(runner: XrayRunner, dataset: str | Path, split: str = "val", threshold: float | None = None,
+                        limit: int | None = None, batch: int = 16) -> dict:
+    """How often real faces are called fake, as they are and under each of `degrade.DEGRADATIONS`.
+
+    The stored crops of the split's real faces (every k-th, to at most `limit`) are scored clean and
+    degraded; a face is a false alarm when its score reaches `threshold` (default: the model's
+    video threshold, `runner.threshold`).
+    """
+    from .degrade import DEGRADATIONS
+
+    threshold = runner.threshold if threshold is None else threshold
+    recs = [r for r in read_index(dataset, split) if r["label"] == "real"]
+    if not recs:
+        raise ValueError(f"no real faces in {dataset} (split {split})")
+    if limit and len(recs) > limit:
+        recs = recs[::math.ceil(len(recs) / limit)]
+    spec = runner.crop_spec
+    crops = [spec.center_of(cv2.cvtColor(cv2.imread(str(Path(dataset) / r["crop"]), cv2.IMREAD_COLOR),
+                                         cv2.COLOR_BGR2RGB)) for r in recs]
+    out = {"split": split, "faces": len(recs), "threshold": threshold, "conditions": {}}
+    for name, fn in {"clean": None, **DEGRADATIONS}.items():
+        scores = []
+        for i in range(0, len(crops), batch):
+            chunk = crops[i:i + batch] if fn is None else [fn(c) for c in crops[i:i + batch]]
+            scores.extend(runner(np.stack(chunk))[0].tolist())
+        s = np.array(scores)
+        out["conditions"][name] = {"false_alarm_rate": float((s >= threshold).mean()), "mean_score": float(s.mean()),
+                                   "p95_score": float(np.quantile(s, 0.95))}
+    return out
 
 
 def evaluate_files(pipeline, rows: list[dict], threshold: float = 0.5, top_k: int = 5, progress: bool = True) -> dict:
@@ -163,17 +214,19 @@ def rows_of_layout(folder: str | Path) -> list[dict]:
 
 
 def evaluate(source: str | Path, runner: XrayRunner, split: str | None = None, sample: str | None = None,
-             blend: str | None = None) -> dict:
-    """Evaluate `runner` on a prepared dataset (a folder with index.jsonl: its crops, or with `blend`
-    its faces against fakes blended from them), a CSV of labelled files, or a folder in the FF++
-    layout (both through the scan pipeline)."""
+             blend: str | None = None, robustness: bool = False) -> dict:
+    """Evaluate `runner` on a prepared dataset (a folder with index.jsonl: its crops, with `blend`
+    its faces against fakes blended from them, with `robustness` its real faces degraded), a CSV
+    of labelled files, or a folder in the FF++ layout (both through the scan pipeline)."""
     source = Path(source)
     if (source / "index.jsonl").exists():
+        if robustness:
+            return evaluate_robustness(runner, source, split=split or "val")
         if blend:
-            return evaluate_blended(runner, source, blend, split=split or "val")
-        return evaluate_index(runner, source, split=split)
-    if blend:
-        raise ValueError("--blend needs a prepared dataset (a folder with index.jsonl)")
+            return evaluate_blended(runner, source, blend, split=split or "val", threshold=runner.threshold)
+        return evaluate_index(runner, source, split=split, threshold=runner.threshold)
+    if blend or robustness:
+        raise ValueError("--blend and --robustness need a prepared dataset (a folder with index.jsonl)")
     rows = rows_of_layout(source) if source.is_dir() else read_csv(source)
     from dataclasses import replace
 
@@ -182,4 +235,4 @@ def evaluate(source: str | Path, runner: XrayRunner, split: str | None = None, s
 
     cfg = PipelineConfig() if sample is None else replace(PipelineConfig(), sample=sample)
     detector = RetinaFaceDetector(engine=runner.engine.name, device=str(runner.engine.device))
-    return evaluate_files(Pipeline(detector, runner, cfg), rows)
+    return evaluate_files(Pipeline(detector, runner, cfg), rows, threshold=runner.threshold)
