@@ -1,8 +1,8 @@
 """How many live streams this machine watches at 2 analysed fps each without falling behind.
 
 One GStreamer RTSP server serves the same real clip (25 fps) to N sessions; `facexray watch`
-(in-process, `--model random`, the default engines) analyses N streams at 2 fps each. For each
-N, after a warm-up, two equal halves are measured from the watch's own Prometheus metrics:
+(in-process, the shipped model unless --model says otherwise, the default engines) analyses N
+streams at 2 fps each. For each N, after a warm-up, two equal halves are measured from the watch's own Prometheus metrics:
 analysed fps per stream (from `facexray_frames_analyzed_total`) and frame latency p95, capture
 to verdict (from the `facexray_frame_latency_seconds` buckets, interpolated as Prometheus'
 `histogram_quantile` does). N holds when every stream is analysed at >= 90 % of 2 fps in both
@@ -26,6 +26,7 @@ from common import ROOT, SHARED, machine, save
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from facexray.models.xray import DEFAULT_ARCH  # noqa: E402
 from facexray.stream.config import AlertConfig, StreamConfig, WatchConfig  # noqa: E402
 from facexray.stream.metrics import LATENCY_BUCKETS  # noqa: E402
 from facexray.stream.watch import Watch  # noqa: E402
@@ -81,9 +82,9 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def measure(server: RtspServer, n: int, seconds: float, events: Path) -> dict:
+def measure(server: RtspServer, n: int, seconds: float, events: Path, model: str | None) -> dict:
     names = [f"s{i}" for i in range(n)]
-    cfg = WatchConfig(streams=tuple(StreamConfig(name, server.url) for name in names), port=0, model="random",
+    cfg = WatchConfig(streams=tuple(StreamConfig(name, server.url) for name in names), port=0, model=model,
                       analysis_fps=ANALYSIS_FPS, events=str(events), images=str(events.parent / "img"),
                       alert=AlertConfig(threshold=2.0))              # never fires: the benchmark is about throughput
     watch = Watch(cfg)
@@ -111,10 +112,22 @@ def measure(server: RtspServer, n: int, seconds: float, events: Path) -> dict:
     return row
 
 
+def model_name(model: str | None) -> str:
+    """What the benchmark ran: the checkpoint's file and architecture."""
+    from facexray.engines.xray import DEFAULT_MODEL
+    from facexray.models.checkpoint import read_metadata
+
+    if model == "random":
+        return f"random weights ({DEFAULT_ARCH})"
+    path = DEFAULT_MODEL if model is None else model
+    return f"{Path(path).name} ({read_metadata(path)['arch']})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=24.0, help="measured seconds per N (two halves)")
     ap.add_argument("--max-n", type=int, default=12)
+    ap.add_argument("--model", default=None, help="X-ray model (default: the shipped one; 'random' for its shape)")
     a = ap.parse_args()
     why = gst_rtsp_missing()
     if why or not CLIP.exists():
@@ -131,7 +144,7 @@ def main() -> int:
             events = Path(tmp) / "events.jsonl"
             n, best = 1, 0
             while n <= a.max_n:                      # 1, 2, 3, 4, 6, 8, 10, 12: until one falls behind
-                row = measure(server, n, a.seconds, events)
+                row = measure(server, n, a.seconds, events, a.model)
                 rows.append(row)
                 if not row["holds"]:
                     break
@@ -139,7 +152,7 @@ def main() -> int:
                 n = n + 1 if n < 4 else n + 2
             if rows[-1]["holds"] is False and rows[-1]["streams"] - best > 1:
                 mid = best + 1                        # the step skipped one N: try it
-                row = measure(server, mid, a.seconds, events)
+                row = measure(server, mid, a.seconds, events, a.model)
                 rows.append(row)
                 best = mid if row["holds"] else best
     finally:
@@ -150,7 +163,7 @@ def main() -> int:
         "machine": env,
         "clip": str(CLIP.relative_to(SHARED)),
         "settings": {"analysis_fps": ANALYSIS_FPS, "seconds_per_n": a.seconds, "warmup_s": WARMUP_S,
-                     "latency_bound_s": LATENCY_BOUND_S, "model": "random (HRNet W18-small-v2 shape)",
+                     "latency_bound_s": LATENCY_BOUND_S, "model": model_name(a.model),
                      "engine": "auto", "rule": "every stream >= 90 % of 2 fps in both halves, p95 <= bound, "
                                                "second-half p95 <= 1.5x first + 0.1 s"},
         "max_streams_held": best,

@@ -423,10 +423,11 @@ def test_random_model_is_deterministic_and_marked(small):
 
 # --- engines ---------------------------------------------------------------------------------------------
 
-def test_torch_and_onnxruntime_agree(tmp_path, small, monkeypatch):
+@pytest.mark.parametrize("arch", ["xray_hrnet_w18_small_v2", "xray_efficientnet_lite0"])
+def test_torch_and_onnxruntime_agree(tmp_path, arch, monkeypatch):
     """Tolerance: atol 1e-4 on both outputs (they are probabilities in [0, 1])."""
     monkeypatch.setenv("FACEXRAY_CACHE", str(tmp_path))
-    model, _ = small
+    model, _ = random_model(arch, crop=CROP)
     ref = create_engine("torch", model, OUTPUT_NAMES, (2, 3, 256, 256), key="random-test")
     ort = create_engine("onnxruntime", model, OUTPUT_NAMES, (2, 3, 256, 256), key="random-test")
     assert len(list((tmp_path / "onnx").glob("random-test-*.onnx"))) == 1
