@@ -364,7 +364,7 @@ def _run_calibrate(a: argparse.Namespace) -> int:
         print(f"facexray calibrate: {e}", file=sys.stderr)
         return 2
     out = write_calibrated(a.checkpoint, cal, a.out)
-    print(f"threshold {cal.threshold:.3f}: {cal.false_alarm_rate:.1%} of {cal.real_videos} real videos of the "
+    print(f"threshold {cal.threshold:.3f}: {cal.false_alarm_rate:.1%} of {cal.real_sources} real videos and photos of the "
           f"{a.split} split at or above it (at most {cal.max_false_alarm:.0%} asked; {len(cal.no_face)} without a "
           f"face)\nwrote {out}")
     return 0

@@ -33,7 +33,7 @@ def calibrated(tmp_path_factory):
     d = tmp_path_factory.mktemp("cal")
     net, _ = random_model("xray_efficientnet_lite0", crop=CropSpec().to_dict())
     raw = save_checkpoint(net, d / "raw.safetensors", crop=CropSpec().to_dict(), provenance={"recipe": {"x": 1}})
-    cal = Calibration(threshold=0.123, max_false_alarm=0.05, false_alarm_rate=0.04, real_videos=25,
+    cal = Calibration(threshold=0.123, max_false_alarm=0.05, false_alarm_rate=0.04, real_sources=25,
                       sample="uniform=32", split="val", scores={"a.mp4": 0.1})
     return write_calibrated(raw, cal, d / "cal.safetensors"), raw
 
@@ -43,7 +43,7 @@ def test_the_calibration_travels_in_the_checkpoint_and_sets_the_runner_threshold
     meta = read_metadata(path)
     assert meta["calibration"]["threshold"] == 0.123 and meta["provenance"] == {"recipe": {"x": 1}}
     runner = load_xray(path, engine="torch")
-    assert runner.threshold == 0.123 and "25 real videos" in runner.threshold_note
+    assert runner.threshold == 0.123 and "25 real videos and photos" in runner.threshold_note
     assert load_xray(raw, engine="torch").threshold == DEFAULT_THRESHOLD
 
 

@@ -34,7 +34,7 @@ def test_default_model_is_small_and_records_its_recipe_data_and_threshold():
     assert prov["validation"]["n_fake"] > 100 and prov["validation"]["auc"] >= 0.9
     cal = meta["calibration"]
     assert 0 < cal["threshold"] < 1 and cal["false_alarm_rate"] <= cal["max_false_alarm"] == 0.05
-    assert cal["real_videos"] >= 20 and cal["dataset_index_sha256"] == data["index_sha256"]
+    assert cal["real_sources"] >= 20 and cal["dataset_index_sha256"] == data["index_sha256"]
 
 
 @pytest.fixture(scope="module")

@@ -139,7 +139,7 @@ def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir
                  "--sample", "uniform=4", "--max-false-alarm", "0.25", "-q"]) == 0
     cal = read_metadata(cal_path)["calibration"]
     sources = {r["source"] for r in val}
-    assert set(cal["scores"]) | set(cal["no_face"]) == sources and cal["real_videos"] == len(cal["scores"])
+    assert set(cal["scores"]) | set(cal["no_face"]) == sources and cal["real_sources"] == len(cal["scores"])
     scores = np.array(list(cal["scores"].values()))
     assert (scores >= cal["threshold"]).mean() == cal["false_alarm_rate"] <= 0.25
     assert (scores >= cal["threshold"] - 0.001).mean() > 0.25 or cal["threshold"] == 0.0

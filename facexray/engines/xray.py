@@ -65,7 +65,7 @@ class XrayRunner:
         if cal.get("threshold") is None:
             return "the default; this model records no calibrated threshold"
         return (f"the model's own: at most {cal['max_false_alarm']:.0%} false alarms on the "
-                f"{cal['real_videos']} real videos of its validation identities")
+                f"{cal['real_sources']} real videos and photos of its validation identities")
 
     @property
     def warning(self) -> str | None:

@@ -36,7 +36,7 @@ class Calibration:
     threshold: float
     max_false_alarm: float
     false_alarm_rate: float
-    real_videos: int
+    real_sources: int                 # real videos and photos scored (photos as one-frame videos)
     sample: str
     split: str
     dataset_index_sha256: str | None = None
@@ -110,7 +110,7 @@ def calibrate(model: str | Path, dataset: str | Path, *, max_false_alarm: float 
     t = choose_threshold(values, max_false_alarm)
     index = Path(dataset) / "index.jsonl"
     return Calibration(threshold=t, max_false_alarm=max_false_alarm, false_alarm_rate=float((values >= t).mean()),
-                       real_videos=len(scores), sample=sample, split=split,
+                       real_sources=len(scores), sample=sample, split=split,
                        dataset_index_sha256=hashlib.sha256(index.read_bytes()).hexdigest(),
                        scores=scores, no_face=no_face)
 
