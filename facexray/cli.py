@@ -3,9 +3,51 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 
 from . import __version__
+
+
+def _bounded(cast: type, low: float | None = None, high: float | None = None, *,
+             low_open: bool = False, what: str = "") -> Callable[[str], float]:
+    """An argparse `type` that reads a number with `cast` and refuses it outside [low, high] (or (low, high] with
+    `low_open`), so that a bad value is a usage error (exit 2, the subcommand's usage) before anything loads."""
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if cast is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) \
+                or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    parse.__name__ = cast.__name__
+    return parse
+
+
+PROBABILITY = _bounded(float, 0.0, 1.0, what="a number from 0 to 1")
+POSITIVE_INT = _bounded(int, 1, what="a whole number >= 1")
+COUNT = _bounded(int, 0, what="a whole number >= 0")
+POSITIVE = _bounded(float, 0.0, low_open=True, what="a number > 0")
+NON_NEGATIVE = _bounded(float, 0.0, what="a number >= 0")
+PORT = _bounded(int, 0, 65535, what="a port number from 0 to 65535")
+
+
+def _sample_spec(text: str) -> str:
+    """An argparse `type` for --sample: the text, once `SampleSpec.parse` accepts it (uniform=N needs N >= 1, ...)."""
+    from .decode.sampling import SampleSpec
+
+    try:
+        SampleSpec.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+_sample_spec.__name__ = "sample spec"
 
 SCAN_EPILOG = """\
 sampling (--sample):
@@ -49,7 +91,7 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     from .pipeline import PipelineConfig
 
     det, pipe, agg = DetectorConfig(), PipelineConfig(), AggregateConfig()
-    p.add_argument("--sample", default=DEFAULT_SAMPLE, metavar="SPEC",
+    p.add_argument("--sample", default=DEFAULT_SAMPLE, type=_sample_spec, metavar="SPEC",
                    help=f"which frames to score: uniform=N | every=K | fps=F | all (default {DEFAULT_SAMPLE})")
     p.add_argument("--engine", default="auto", choices=ENGINES,
                    help="inference engine; auto = onnxruntime on CPU (about 2x torch there), torch on CUDA")
@@ -62,17 +104,17 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
                         "'random' for a plumbing check with random weights")
     p.add_argument("--detector-weights", metavar="PATH",
                    help="RetinaFace weights (.pth); default: found in $FACEXRAY_MODELS or the cache")
-    p.add_argument("--threshold", type=float, default=agg.threshold,
+    p.add_argument("--threshold", type=PROBABILITY, default=agg.threshold,
                    help=f"score at or above which a video is 'fake' (default {agg.threshold})")
-    p.add_argument("--top-k", type=int, default=agg.top_k,
+    p.add_argument("--top-k", type=POSITIVE_INT, default=agg.top_k,
                    help=f"a track's score is the mean of its top-k face scores (default {agg.top_k})")
-    p.add_argument("--min-face", type=float, default=det.min_face,
+    p.add_argument("--min-face", type=NON_NEGATIVE, default=det.min_face,
                    help=f"ignore faces whose shorter side is below this many pixels (default {det.min_face})")
-    p.add_argument("--det-threshold", type=float, default=det.score_threshold,
+    p.add_argument("--det-threshold", type=PROBABILITY, default=det.score_threshold,
                    help=f"face detector confidence threshold (default {det.score_threshold})")
-    p.add_argument("--detect-batch", type=int, default=pipe.detect_batch,
+    p.add_argument("--detect-batch", type=POSITIVE_INT, default=pipe.detect_batch,
                    help=f"frames per detector batch (default {pipe.detect_batch})")
-    p.add_argument("--xray-batch", type=int, default=pipe.xray_batch,
+    p.add_argument("--xray-batch", type=POSITIVE_INT, default=pipe.xray_batch,
                    help="faces per X-ray batch (default: the best measured for the device, "
                         f"{DEFAULT_BATCH['cpu']['xray']} on CPU, {DEFAULT_BATCH['cuda']['xray']} on CUDA)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -99,7 +141,7 @@ def _add_bulk_options(p: argparse.ArgumentParser) -> None:
     from .scan import ScanConfig
 
     sc = ScanConfig()
-    p.add_argument("--concurrency", "-j", type=int, metavar="K",
+    p.add_argument("--concurrency", "-j", type=POSITIVE_INT, metavar="K",
                    help="videos decoded at once, sharing the detector and X-ray batches (default: from the cores "
                         "and device, see scan/runner.auto_concurrency; on Ray: per worker, default 1 on CPU)")
     p.add_argument("--resume", action="store_true",
@@ -112,13 +154,13 @@ def _add_bulk_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", metavar="auto|local|ADDRESS",
                    help="spread the videos over a Ray cluster: auto = the running cluster (RAY_ADDRESS, or one on "
                         "this machine), else a new local one; local = a new local one; or the cluster's address")
-    p.add_argument("--ray-workers", type=int, metavar="N",
+    p.add_argument("--ray-workers", type=POSITIVE_INT, metavar="N",
                    help="Ray workers, each with its own detector and X-ray engine (default: one per CPU of the "
                         "cluster, one per GPU with --device cuda)")
-    p.add_argument("--ray-max-attempts", type=int, default=sc.ray_max_attempts, metavar="N",
+    p.add_argument("--ray-max-attempts", type=POSITIVE_INT, default=sc.ray_max_attempts, metavar="N",
                    help="times in all a video is handed to a worker when its workers keep dying (killed, node "
                         f"lost) before it gets an error record (default {sc.ray_max_attempts})")
-    p.add_argument("--metrics-port", type=int, metavar="PORT",
+    p.add_argument("--metrics-port", type=PORT, metavar="PORT",
                    help="serve Prometheus metrics of the scan (videos, frames/s, stage times) at "
                         "http://HOST:PORT/metrics while it runs")
     p.add_argument("--metrics-host", default=sc.metrics_host, metavar="HOST",
@@ -199,16 +241,17 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
                                    "images and on the FaceForensics++ layout. Resumable: re-run to continue.")
     p.add_argument("sources", nargs="+", metavar="SRC", help="files or folders")
     p.add_argument("--out", "-o", required=True, metavar="DATASET", help="dataset folder")
-    p.add_argument("--sample", default=d.sample, metavar="SPEC", help=f"frames per video (default {d.sample})")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+    p.add_argument("--sample", default=d.sample, type=_sample_spec, metavar="SPEC", help=f"frames per video (default {d.sample})")
+    p.add_argument("--val-fraction", type=_bounded(float, 0.0, 1.0, what="a fraction from 0 to 1"),
+                   default=d.val_fraction,
                    help=f"share of identities held out for validation (default {d.val_fraction})")
-    p.add_argument("--max-faces", type=int, default=d.max_faces, help=f"faces kept per frame (default {d.max_faces})")
-    p.add_argument("--min-face", type=float, default=d.min_face, help=f"smallest face side, px (default {d.min_face})")
+    p.add_argument("--max-faces", type=POSITIVE_INT, default=d.max_faces, help=f"faces kept per frame (default {d.max_faces})")
+    p.add_argument("--min-face", type=NON_NEGATIVE, default=d.min_face, help=f"smallest face side, px (default {d.min_face})")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--image-format", choices=sorted(IMAGE_FORMATS), default=d.image_format,
                    help=f"how crops are stored, losslessly either way: webp takes about half the disk of png and "
                         f"longer to write (default {d.image_format})")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+    p.add_argument("--workers", type=POSITIVE_INT, default=DEFAULT_WORKERS,
                    help=f"worker processes (default {DEFAULT_WORKERS})")
     p.add_argument("--detector-weights", metavar="PATH",
                    help="RetinaFace weights (.pth); default: found in $FACEXRAY_MODELS or the cache")
@@ -245,14 +288,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="YAML", help="training recipe (any TrainConfig field; see facexray/train/loop.py)")
     p.add_argument("--data", metavar="DATASET", help="prepared dataset folder (from `facexray prepare`)")
     p.add_argument("--out", metavar="DIR", help="run folder: checkpoints, metrics.jsonl")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=POSITIVE_INT)
+    p.add_argument("--batch-size", type=POSITIVE_INT)
+    p.add_argument("--lr", type=POSITIVE)
     p.add_argument("--arch", help="model name, e.g. xray_hrnet_w18_small_v2")
     p.add_argument("--imagenet", metavar="PATH", help="official HRNet ImageNet checkpoint to start from")
     p.add_argument("--device", help="cpu or cuda")
-    p.add_argument("--workers", type=int, help="DataLoader worker processes")
-    p.add_argument("--time-budget", type=float, dest="time_budget_s", metavar="SECONDS",
+    p.add_argument("--workers", type=COUNT, help="DataLoader worker processes")
+    p.add_argument("--time-budget", type=POSITIVE, dest="time_budget_s", metavar="SECONDS",
                    help="stop training after this long (validation and checkpoints still run)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.* where a run stopped")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-epoch lines")
@@ -288,7 +331,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                         "split default val")
     p.add_argument("--engine", default="auto", help="auto, torch or onnxruntime")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--sample", default=None, metavar="SPEC", help="with a CSV of videos: frames to score")
+    p.add_argument("--sample", default=None, type=_sample_spec, metavar="SPEC", help="with a CSV of videos: frames to score")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.set_defaults(func=_run_eval)
 
@@ -370,34 +413,37 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", metavar="YAML", help="streams and settings (any WatchConfig field; "
                    "see facexray/stream/config.py and README)")
     p.add_argument("--http", metavar="HOST:PORT", help=f"metrics and health port (default {DEFAULT_HOST}:{DEFAULT_PORT})")
-    p.add_argument("--analysis-fps", type=float, metavar="F",
+    p.add_argument("--analysis-fps", type=NON_NEGATIVE, metavar="F",
                    help=f"frames analysed per second per stream; 0 = as many as the engines keep up with "
                         f"(default {w.analysis_fps})")
-    p.add_argument("--queue-frames", type=int, metavar="N",
+    p.add_argument("--queue-frames", type=POSITIVE_INT, metavar="N",
                    help=f"frames waiting per stream before the oldest is dropped (default {w.queue_frames})")
-    p.add_argument("--threshold", type=float, help=f"rolling score that raises an alert (default {w.alert.threshold})")
-    p.add_argument("--min-duration", type=float, metavar="S",
+    p.add_argument("--threshold", type=PROBABILITY, help=f"rolling score that raises an alert (default {w.alert.threshold})")
+    p.add_argument("--min-duration", type=NON_NEGATIVE, metavar="S",
                    help=f"seconds the score must stay above the threshold (default {w.alert.min_duration_s})")
-    p.add_argument("--hysteresis", type=float,
+    p.add_argument("--hysteresis", type=PROBABILITY,
                    help=f"an alert clears below threshold minus this (default {w.alert.hysteresis})")
-    p.add_argument("--window", type=float, metavar="S",
+    p.add_argument("--window", type=POSITIVE, metavar="S",
                    help=f"rolling window, seconds (default {w.alert.window_s})")
     p.add_argument("--events", metavar="FILE", help="append alert events (JSONL) to FILE; '-' = stdout (default)")
     p.add_argument("--images", metavar="DIR", help=f"where alert crops and heatmaps go (default {w.images})")
     p.add_argument("--webhook", metavar="URL", help="POST every alert event as JSON to URL (retried)")
-    p.add_argument("--webhook-retries", type=int, metavar="N", help=f"default {w.webhook_retries}")
-    p.add_argument("--stall-timeout", type=float, metavar="S",
+    p.add_argument("--webhook-retries", type=COUNT, metavar="N", help=f"default {w.webhook_retries}")
+    p.add_argument("--stall-timeout", type=POSITIVE, metavar="S",
                    help=f"reconnect when a read brings nothing for this long (default {w.reconnect.stall_s})")
-    p.add_argument("--backoff-max", type=float, metavar="S",
+    p.add_argument("--backoff-max", type=POSITIVE, metavar="S",
                    help=f"longest wait between reconnects (default {w.reconnect.max_s})")
     p.add_argument("--model", metavar="PATH", help="X-ray checkpoint or .onnx; 'random' for a plumbing check")
     p.add_argument("--engine", help=f"inference engine (default {w.engine})")
     p.add_argument("--device", help=f"cpu or cuda[:N] (default {w.device})")
     p.add_argument("--detector-weights", metavar="PATH", help="RetinaFace weights (.pth)")
-    p.add_argument("--max-batch", type=int, metavar="N",
+    p.add_argument("--max-batch", type=POSITIVE_INT, metavar="N",
                    help=f"most frames in one cross-stream detection batch (default {w.pipeline.detect_batch})")
-    p.add_argument("--max-wait-ms", type=float, metavar="MS",
+    p.add_argument("--max-wait-ms", type=NON_NEGATIVE, metavar="MS",
                    help=f"longest a partial batch waits for frames of other streams (default {w.pipeline.batch_wait_ms})")
+    p.add_argument("--status-interval", type=NON_NEGATIVE, metavar="S",
+                   help=f"seconds between the console's status lines, one per stream: state, analysed fps, faces, "
+                        f"rolling score, alerts; 0 = none (default {w.status_interval_s:g})")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=_run_watch)
 
@@ -413,7 +459,7 @@ def _run_watch(a: argparse.Namespace) -> int:
         cfg = WatchConfig.load(
             a.config, streams=streams_from_urls(a.urls), http=a.http, analysis_fps=a.analysis_fps,
             queue_frames=a.queue_frames, events=a.events, images=a.images, webhook=a.webhook,
-            webhook_retries=a.webhook_retries, model=a.model, engine=a.engine, device=a.device,
+            webhook_retries=a.webhook_retries, status_interval_s=a.status_interval, model=a.model, engine=a.engine, device=a.device,
             pipeline={"detect_batch": a.max_batch, "batch_wait_ms": a.max_wait_ms},
             alert={"threshold": a.threshold, "min_duration_s": a.min_duration, "hysteresis": a.hysteresis,
                    "window_s": a.window},
@@ -448,13 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.command in ("scan", "explain"):
-        from .decode import SampleSpec
-        try:
-            SampleSpec.parse(args.sample)
-        except ValueError as e:
-            parser.error(str(e))
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # a command without its own SIGINT handling: the shell's code for it
+        print(f"facexray {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

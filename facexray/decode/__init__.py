@@ -13,7 +13,7 @@ Sampling modes and their text form are described in `facexray.decode.sampling`.
 """
 
 from facexray.decode.info import VideoInfo
-from facexray.decode.pyav import VideoReader, default_options, open_video
+from facexray.decode.pyav import VideoReader, default_options, open_video, unreadable
 from facexray.decode.sampling import DEFAULT_SAMPLE, SampleSpec, pick_frames, uniform_targets
 from facexray.decode.select import DECODERS, DecoderChoice, check_decoder, open_decoder, select_decoder
 from facexray.decode.still import IMAGE_EXTENSIONS, ImageReader, is_image_path, is_still_image
@@ -36,4 +36,5 @@ __all__ = [
     "pick_frames",
     "select_decoder",
     "uniform_targets",
+    "unreadable",
 ]

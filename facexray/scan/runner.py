@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Protocol
 
@@ -35,6 +36,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..batcher import BatchObserver
 from ..contracts import VideoResult
+from ..decode import unreadable as why_unreadable
 from ..engines import resolve_engine
 from ..errors import FacexrayError
 from ..faces.detect import DetectorConfig
@@ -244,6 +246,18 @@ def _plan(files: list[Path], cfg: ScanConfig) -> ResumePlan:
     return plan(files, keys, latest, retry_errors=cfg.retry_errors)
 
 
+def _unreadable(files: list[Path], progress: bool) -> dict[Path, str]:
+    """The files that cannot be opened (missing, empty, not a video, no decodable frame), with why: found before
+    any model loads, so that they are reported at once and a scan of nothing readable loads nothing."""
+    bad = {}
+    for f in tqdm(files, unit="file", desc="opening", disable=not progress or len(files) < 2, leave=False,
+                  dynamic_ncols=True, file=sys.stderr):
+        why = why_unreadable(f)
+        if why is not None:
+            bad[f] = why
+    return bad
+
+
 def _backend(cfg: ScanConfig, observer: BatchObserver | None) -> Backend:
     if cfg.ray:
         from .ray_runner import RayBackend
@@ -264,6 +278,8 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
         print("facexray scan: no video files found under " + ", ".join(paths), file=sys.stderr)
         return ScanReport(EXIT_USAGE)
     todo = _plan(files, cfg)
+    unreadable = _unreadable(todo.todo, cfg.progress)
+    readable = [p for p in todo.todo if p not in unreadable]
     metrics = None
     if cfg.metrics_port is not None:
         from .metrics import ScanMetrics
@@ -273,16 +289,16 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
             print(f"facexray scan: --metrics-port {cfg.metrics_port}: {e}", file=sys.stderr)
             return ScanReport(EXIT_USAGE, plan=todo)
     backend = _backend(cfg, metrics.batch_done if metrics else None)
+    runner_info: dict = {}
     try:
-        runner_info = backend.start()
+        if readable:   # a scan of files that cannot even be opened loads no model
+            runner_info = backend.start()
     except (FacexrayError, RuntimeError, ValueError, ConnectionError) as e:
         print(f"facexray scan: {e}", file=sys.stderr)
         backend.close()
         if metrics:
             metrics.close()
         return ScanReport(EXIT_MODEL, plan=todo)
-    if runner_info.get("random"):
-        print("WARNING: --model random: weights are random, scores mean nothing (plumbing check)", file=sys.stderr)
     if metrics:
         metrics.start(len(todo.todo), todo.done + todo.duplicates)
     evidence = (Evidence(cfg.evidence, cfg.pipeline.crop, files, cfg.progress,
@@ -298,7 +314,8 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
                      file=sys.stderr) as bar:
             if todo.done:
                 bar.write(f"resume: {todo.done} file(s) already in {cfg.out}, skipped", file=sys.stderr)
-            for output in backend.results(todo.todo, stop.event):
+            failed = (PipelineOutput(VideoResult(str(p), "error", None, error=why), []) for p, why in unreadable.items())
+            for output in chain(failed, backend.results(readable, stop.event) if readable else ()):
                 result, path = output.result, by_path[output.result.path]
                 results.append(result)
                 writer.write(record_of(result, cfg, runner_info, todo.keys[path]))
@@ -339,8 +356,6 @@ def _load_pipeline(cfg: ScanConfig, command: str) -> Pipeline | None:
     except (FacexrayError, RuntimeError, ValueError) as e:
         print(f"facexray {command}: {e}", file=sys.stderr)
         return None
-    if pipeline.xray.warning:
-        print(f"WARNING: {pipeline.xray.warning}", file=sys.stderr)
     return pipeline
 
 
@@ -349,9 +364,17 @@ def run_explain(path: str, out: str | None, cfg: ScanConfig) -> int:
 
     `out` defaults to `output_name(path)` (`clip.xray.mp4`, `face.xray.png`) in the current folder.
     """
+    if Path(path).is_dir():
+        print(f"facexray explain: {path} is a folder; explain takes one image or video "
+              f"(`facexray scan {path} --annotate DIR` annotates every file of a folder)", file=sys.stderr)
+        return EXIT_USAGE
     if not Path(path).is_file():
         print(f"facexray explain: no such file: {path}", file=sys.stderr)
         return EXIT_USAGE
+    why = why_unreadable(path)
+    if why is not None:
+        print(f"facexray explain: {path}: {why}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     pipeline = _load_pipeline(cfg, "explain")
     if pipeline is None:
         return EXIT_MODEL

@@ -94,7 +94,8 @@ class WatchConfig:
     `queue_frames` is each stream's frame queue: when full the oldest frame is dropped, so a
     slow consumer never makes a stream lag behind live. `events` "-" writes alert events to
     stdout. `pipeline.detect_batch` / `pipeline.batch_wait_ms` bound the cross-stream detection
-    batches (YAML `pipeline: {detect_batch: 8, batch_wait_ms: 20}`).
+    batches (YAML `pipeline: {detect_batch: 8, batch_wait_ms: 20}`). Every `status_interval_s` seconds (0: never)
+    the console gets a status line per stream (state, analysed fps, faces, rolling score, alerts).
     """
 
     streams: tuple[StreamConfig, ...] = ()
@@ -114,6 +115,7 @@ class WatchConfig:
     device: str = "cpu"
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    status_interval_s: float = 30.0
 
     def analysis_fps_of(self, stream: StreamConfig) -> float:
         return self.analysis_fps if stream.analysis_fps is None else stream.analysis_fps
