@@ -38,7 +38,7 @@ from .engines.xray import XrayRunner, load_xray
 from .errors import DecodeError
 from .faces.crop import CropSpec, crop_face, crop_faces_torch
 from .faces.detect import Detections, DetectorConfig, RetinaFaceDetector
-from .faces.track import IoUTracker
+from .faces.track import FaceTracker
 
 _END = object()
 
@@ -189,7 +189,7 @@ class Pipeline:
             stop.set()
             worker.join()
 
-    def score_frames(self, frames: Iterable[Frame], tracker: IoUTracker | None = None,
+    def score_frames(self, frames: Iterable[Frame], tracker: FaceTracker | None = None,
                      timer: dict[str, float] | None = None, inflight: int | None = None) -> Iterator[FrameResult]:
         """Score the frames of ONE source, yielding a `FrameResult` per frame in order.
 
@@ -199,7 +199,7 @@ class Pipeline:
         `timer` accumulates this source's share of "detect_s", "crop_s" and "xray_s".
         Raises what a stage raised, for the frames of its batch.
         """
-        tracker = tracker or IoUTracker()
+        tracker = tracker or FaceTracker()
         timer = timer if timer is not None else defaultdict(float)
         window = max(1, inflight or self.inflight_frames)
         detecting: deque[tuple[Frame, Future]] = deque()
@@ -213,7 +213,7 @@ class Pipeline:
                 t = time.perf_counter()
                 order = np.argsort(-det.scores)[:self.config.max_faces_per_frame]
                 faces = [Face(frame.index, frame.pts, det.boxes[k], float(det.scores[k]), det.landmarks[k], tid)
-                         for k, tid in zip(order, tracker.update(det.boxes[order]))]
+                         for k, tid in zip(order, tracker.update(det.boxes[order], det.landmarks[order]))]
                 if isinstance(frame.image, torch.Tensor):   # GPU path: the pixels stay on the device
                     crops = list(crop_faces_torch(frame.image[None], [f.landmarks for f in faces], [0] * len(faces),
                                                   self.crop_spec)[0])

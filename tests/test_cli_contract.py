@@ -78,6 +78,17 @@ def test_explain_on_a_folder_says_it_is_a_folder(tmp_path, capsys):
     assert "is a folder" in err and "no such file" not in err and "facexray scan" in err
 
 
+def test_a_relative_models_folder_read_from_elsewhere_says_so(shared_dir, models_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    relative = os.path.relpath(models_dir)                    # ../shared/models, as README used to say
+    monkeypatch.setenv("FACEXRAY_MODELS", relative)
+    monkeypatch.chdir(tmp_path)                                # a user in another folder
+    code = main(["scan", str(shared_dir / SHORT_CLIP), "--model", "random", "--engine", "torch", "-q"])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert f"FACEXRAY_MODELS={relative} is a relative path" in err and str(tmp_path) in err and "realpath" in err
+
+
 def _bad_inputs(d: Path) -> None:
     d.mkdir()
     (d / "empty.mp4").write_bytes(b"")

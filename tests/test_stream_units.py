@@ -219,3 +219,21 @@ def test_a_file_source_plays_at_its_native_rate_and_finishes(shared_dir):
     decoded = m.registry.get_sample_value("facexray_frames_decoded_total", {"stream": "file"})
     rate = m.registry.get_sample_value("facexray_frames_dropped_total", {"stream": "file", "reason": "rate"})
     assert decoded == len(got) + rate and rate > 3 * len(got)       # every decoded frame accounted for
+
+
+def test_metrics_carry_no_created_series():
+    from prometheus_client import generate_latest
+
+    from facexray.scan.metrics import ScanMetrics
+
+    m = WatchMetrics()
+    m.register_stream("cam")
+    m.alerts.labels(stream="cam").inc()
+    text = generate_latest(m.registry).decode()
+    assert "facexray_alerts_total" in text and "_created" not in text
+    scan = ScanMetrics(0)
+    try:
+        assert "facexray_scan_videos_total" in (text := generate_latest(scan.registry).decode())
+        assert "_created" not in text
+    finally:
+        scan.close()

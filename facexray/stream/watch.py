@@ -36,7 +36,7 @@ from .. import __version__
 from ..contracts import Face
 from ..errors import FacexrayError
 from ..faces.crop import crop_face
-from ..faces.track import IoUTracker
+from ..faces.track import FaceTracker
 from ..pipeline import Pipeline
 from .alerts import AlertSink, iso_time
 from .config import StreamConfig, WatchConfig
@@ -67,7 +67,7 @@ class _StreamState:
     cfg: StreamConfig
     source: StreamSource
     rolling: RollingScores
-    tracker: IoUTracker = field(default_factory=IoUTracker)
+    tracker: FaceTracker = field(default_factory=FaceTracker)
     thread: threading.Thread | None = None
     frames: int = 0          # analysed, since the start
     faces: int = 0
