@@ -161,3 +161,16 @@ def test_watch_talks_to_the_operator_status_alerts_and_a_summary(shared_dir, det
     summary = [x for x in lines if f"summary: stream {name}: " in x]
     assert len(summary) == 1 and " frame(s) analysed" in summary[0] and f"{len(alerts)} alert(s), 0 error(s)" in \
         summary[0], summary
+
+
+def test_the_summary_table_keeps_the_start_of_long_paths_and_their_file_names():
+    import io
+
+    from facexray.contracts import VideoResult
+    from facexray.scan.runner import print_summary
+
+    long = "../shared/data/real_videos/v_express/test_samples__short_case__AOC__gt_and_a_much_longer_tail.mp4"
+    out = io.StringIO()
+    print_summary([VideoResult(long, "real", 0.1, 16, 16, 16)], 1.0, None, stream=out)
+    row = next(x for x in out.getvalue().splitlines() if "real " in x)
+    assert row.startswith("../share") and "…/test_samples__short_case__AOC__gt_and_a_much_longer_tail.mp4" in row

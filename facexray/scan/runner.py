@@ -194,6 +194,26 @@ class _StopOnSignal:
             signal.signal(s, h)
 
 
+SUMMARY_PATH_WIDTH = 70
+
+
+def shorten_path(path: str, width: int) -> str:
+    """`path` in at most `width` characters: whole when it fits, else its start and its file name joined by "…"
+    (the file name whole as long as it fits), so the table never shows a path cut off at the left.
+
+    >>> shorten_path("../shared/data/real_videos/edtalk/test_data__pose_source2.mp4", 40)
+    '../shared/d…/test_data__pose_source2.mp4'
+    """
+    if len(path) <= width:
+        return path
+    name = path.rsplit("/", 1)[-1]
+    if len(name) + 2 > width:                      # not even the file name fits: its middle goes
+        head = (width - 1) // 2
+        return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+    keep = width - len(name) - 2
+    return path[:keep] + "…/" + name
+
+
 def print_summary(results: list[VideoResult], elapsed: float, out: str | None, stream=None,
                   extra: list[str] = (), resume: ResumePlan | None = None, stopped_by: int | None = None) -> None:
     """A short table on stderr: counts per verdict, what resume skipped, the most suspicious files, the
@@ -213,10 +233,10 @@ def print_summary(results: list[VideoResult], elapsed: float, out: str | None, s
               file=stream)
     scored = sorted((r for r in results if r.score is not None), key=lambda r: -r.score)
     if scored:
-        width = min(70, max(len(r.path) for r in scored))
+        width = min(SUMMARY_PATH_WIDTH, max(len(r.path) for r in scored[:10]))
         print(f"{'file':<{width}}  {'verdict':<8} {'score':>6} {'frames':>6} {'faces':>6}", file=stream)
         for r in scored[:10]:
-            print(f"{r.path[-width:]:<{width}}  {r.verdict:<8} {r.score:6.3f} {r.frames_scored:6d} "
+            print(f"{shorten_path(r.path, width):<{width}}  {r.verdict:<8} {r.score:6.3f} {r.frames_scored:6d} "
                   f"{r.faces_scored:6d}", file=stream)
         if len(scored) > 10:
             print(f"... and {len(scored) - 10} more", file=stream)
