@@ -203,8 +203,9 @@ def _run_scan(a: argparse.Namespace) -> int:
 EXPLAIN_EPILOG = """\
 output: FILE annotated — each face's box, track id and fake probability, with the X-ray
 boundary map blended over it: a PNG for an image, an H.264 MP4 for a video (every frame,
-at the input's fps; a frame that was not scored shows each track's nearest scored face
-when one lies within half a second, with a thin box). The verdict is printed as in `scan`.
+at the input's fps; a frame that was not scored shows, with a thin box, the nearest scored face
+of each track living then: from its first scored face to its last, half a second either side).
+The verdict is printed as in `scan`.
 
 examples:
   facexray explain clip.mp4 --out clip.xray.mp4
