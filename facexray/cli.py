@@ -9,6 +9,17 @@ from collections.abc import Callable
 
 from . import __version__
 
+COMMANDS = {
+    "scan": "scan video files and folders for face forgeries",
+    "explain": "show where one image or video looks blended (annotated PNG or MP4)",
+    "prepare": "turn videos and photos of faces into a training dataset",
+    "train": "train an X-ray model on a prepared dataset",
+    "eval": "measure a model: AUC, AP, EER, log loss, accuracy (frame and video level)",
+    "export": "export a checkpoint to ONNX (dynamic batch) for the engines",
+    "watch": "monitor live streams (RTSP/HTTP/cameras) with alerts and Prometheus metrics",
+}
+"""Each command and its one-line help (also what `facexray --help` lists)."""
+
 
 def _bounded(cast: type, low: float | None = None, high: float | None = None, *,
              low_open: bool = False, what: str = "") -> Callable[[str], float]:
@@ -87,7 +98,7 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     from .aggregate import AggregateConfig
     from .decode import DECODERS, DEFAULT_SAMPLE
     from .engines import DEFAULT_BATCH, ENGINES
-    from .faces.detect import DetectorConfig
+    from .faces.config import DetectorConfig
     from .pipeline import PipelineConfig
 
     det, pipe, agg = DetectorConfig(), PipelineConfig(), AggregateConfig()
@@ -121,7 +132,7 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_scan(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("scan", help="scan video files and folders for face forgeries",
+    p = sub.add_parser("scan", help=COMMANDS["scan"],
                        description="Score every video under PATH... for face forgery with Face X-ray.",
                        epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders (searched recursively)")
@@ -138,9 +149,11 @@ def _add_scan(sub: argparse._SubParsersAction) -> None:
 
 def _add_bulk_options(p: argparse.ArgumentParser) -> None:
     """The options of `scan` for long scans: concurrency, resume, Ray, metrics."""
+    from dataclasses import fields
+
     from .scan import ScanConfig
 
-    sc = ScanConfig()
+    sc = {f.name: f.default for f in fields(ScanConfig)}   # not ScanConfig(): its evidence default imports matplotlib
     p.add_argument("--concurrency", "-j", type=POSITIVE_INT, metavar="K",
                    help="videos decoded at once, sharing the detector and X-ray batches (default: from the cores "
                         "and device, see scan/runner.auto_concurrency; on Ray: per worker, default 1 on CPU)")
@@ -157,21 +170,21 @@ def _add_bulk_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-workers", type=POSITIVE_INT, metavar="N",
                    help="Ray workers, each with its own detector and X-ray engine (default: one per CPU of the "
                         "cluster, one per GPU with --device cuda)")
-    p.add_argument("--ray-max-attempts", type=POSITIVE_INT, default=sc.ray_max_attempts, metavar="N",
+    p.add_argument("--ray-max-attempts", type=POSITIVE_INT, default=sc["ray_max_attempts"], metavar="N",
                    help="times in all a video is handed to a worker when its workers keep dying (killed, node "
-                        f"lost) before it gets an error record (default {sc.ray_max_attempts})")
+                        f"lost) before it gets an error record (default {sc['ray_max_attempts']})")
     p.add_argument("--metrics-port", type=PORT, metavar="PORT",
                    help="serve Prometheus metrics of the scan (videos, frames/s, stage times) at "
                         "http://HOST:PORT/metrics while it runs")
-    p.add_argument("--metrics-host", default=sc.metrics_host, metavar="HOST",
-                   help=f"address the metrics server binds to (default {sc.metrics_host}; 0.0.0.0 for all)")
+    p.add_argument("--metrics-host", default=sc["metrics_host"], metavar="HOST",
+                   help=f"address the metrics server binds to (default {sc['metrics_host']}; 0.0.0.0 for all)")
 
 
 def _scan_config(a: argparse.Namespace):
     from dataclasses import replace
 
     from .aggregate import AggregateConfig
-    from .faces.detect import DetectorConfig
+    from .faces.config import DetectorConfig
     from .pipeline import PipelineConfig
     from .report.evidence import EvidenceConfig
     from .report.html import ReportConfig
@@ -214,7 +227,7 @@ examples:
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="show where one image or video looks blended (annotated PNG or MP4)",
+    p = sub.add_parser("explain", help=COMMANDS["explain"],
                        description="Score one image or video and draw the evidence on it: face boxes, track ids, "
                                    "scores and the X-ray boundary map.",
                        epilog=EXPLAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -236,7 +249,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     from .train.prepare import DEFAULT_WORKERS, IMAGE_FORMATS, PrepareConfig
 
     d = PrepareConfig()
-    p = sub.add_parser("prepare", help="turn videos and photos of faces into a training dataset",
+    p = sub.add_parser("prepare", help=COMMANDS["prepare"],
                        description="Sample frames, detect faces, predict 68 landmarks and store aligned context "
                                    "crops (THE crop function) with an index.jsonl. Works on folders of videos and "
                                    "images and on the FaceForensics++ layout. Resumable: re-run to continue.")
@@ -266,7 +279,7 @@ def _run_prepare(a: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .errors import FacexrayError
-    from .faces.detect import DetectorConfig
+    from .faces.config import DetectorConfig
     from .train.prepare import prepare
 
     try:
@@ -283,7 +296,7 @@ def _run_prepare(a: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train an X-ray model on a prepared dataset",
+    p = sub.add_parser("train", help=COMMANDS["train"],
                        description="Train Face X-ray on real faces blended on the fly (BI, SBI) with Face-Cutout. "
                                    "The best checkpoint on held-out identities is written to OUT/best.safetensors.")
     p.add_argument("--config", metavar="YAML", help="training recipe (any TrainConfig field; see facexray/train/loop.py)")
@@ -319,7 +332,7 @@ def _run_train(a: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="measure a model: AUC, AP, EER, log loss, accuracy (frame and video level)",
+    p = sub.add_parser("eval", help=COMMANDS["eval"],
                        description="Evaluate an X-ray model on a prepared dataset (its stored crops), on labelled "
                                    "files listed in a CSV with columns path,label[,video][,method], or on a folder "
                                    "in the FaceForensics++ layout (labels and methods from its folders).")
@@ -363,7 +376,7 @@ def _run_eval(a: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch) for the engines",
+    p = sub.add_parser("export", help=COMMANDS["export"],
                        description="Write an ONNX file with a dynamic batch axis and the checkpoint's metadata "
                                    "(crop spec, provenance), runnable with `scan --model FILE.onnx`.")
     p.add_argument("checkpoint", metavar="CHECKPOINT.safetensors")
@@ -406,7 +419,7 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     from .stream.config import DEFAULT_HOST, DEFAULT_PORT, WatchConfig
 
     w = WatchConfig()
-    p = sub.add_parser("watch", help="monitor live streams (RTSP/HTTP/cameras) with alerts and Prometheus metrics",
+    p = sub.add_parser("watch", help=COMMANDS["watch"],
                        description="Watch live video streams for face forgeries: rolling per-track scores, "
                                    "alerts (JSONL, images, webhook), /metrics, /healthz and /readyz on one port.",
                        epilog=WATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -475,22 +488,27 @@ def _run_watch(a: argparse.Namespace) -> int:
     return run_watch(cfg)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, with `command`, of that one only (the others listed by name and help):
+    building a command's options imports the modules that own their defaults, which `facexray --help` and
+    another command's `--help` need not wait for."""
     p = argparse.ArgumentParser(prog="facexray", description="Face X-ray deepfake detection for video at scale.")
     p.add_argument("--version", action="version", version=f"facexray {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    _add_scan(sub)
-    _add_explain(sub)
-    _add_prepare(sub)
-    _add_train(sub)
-    _add_eval(sub)
-    _add_export(sub)
-    _add_watch(sub)
+    adders = {"scan": _add_scan, "explain": _add_explain, "prepare": _add_prepare, "train": _add_train,
+              "eval": _add_eval, "export": _add_export, "watch": _add_watch}
+    for name, add in adders.items():
+        if command in (None, name):
+            add(sub)
+        else:
+            sub.add_parser(name, help=COMMANDS[name])
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

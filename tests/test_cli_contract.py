@@ -174,3 +174,27 @@ def test_the_summary_table_keeps_the_start_of_long_paths_and_their_file_names():
     print_summary([VideoResult(long, "real", 0.1, 16, 16, 16)], 1.0, None, stream=out)
     row = next(x for x in out.getvalue().splitlines() if "real " in x)
     assert row.startswith("../share") and "…/test_samples__short_case__AOC__gt_and_a_much_longer_tail.mp4" in row
+
+
+@pytest.mark.slow
+def test_a_scan_with_evidence_says_what_it_does_between_its_bars(shared_dir, detector_weights, tmp_path, capsys):
+    code = main(["scan", str(shared_dir / SHORT_CLIP), "--model", "random", "--engine", "torch", "--sample",
+                 "uniform=2", "--report", str(tmp_path / "r.html"), "--annotate", str(tmp_path / "ann")])
+    assert code == 0
+    err = capsys.readouterr().err
+    steps = ["loading the models", "drawing the evidence of", "writing the report", "scanned 1 file(s)"]
+    at = [err.find(s) for s in steps]
+    assert all(i >= 0 for i in at) and at == sorted(at), (at, err[-2000:])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["scan", "--help"], ["explain", "--help"]])
+def test_help_imports_no_heavy_package(argv):
+    """`--help` prints at once: it imports none of torch, OpenCV, matplotlib, PyAV (measured in README). Checked by
+    what is imported, not by a timer (DESIGN: speed targets live in benchmarks/)."""
+    heavy = ["torch", "cv2", "matplotlib", "av", "onnxruntime"]
+    code = (f"import sys; from facexray.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            f"print([m for m in {heavy!r} if m in sys.modules], file=sys.stderr)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "usage: facexray" in p.stdout
+    assert p.stderr.strip().splitlines()[-1] == "[]", p.stderr[-1000:]

@@ -39,11 +39,11 @@ from ..contracts import VideoResult
 from ..decode import unreadable as why_unreadable
 from ..engines import resolve_engine
 from ..errors import FacexrayError
-from ..faces.detect import DetectorConfig
-from ..pipeline import Pipeline, PipelineConfig, PipelineOutput
+from ..pipeline import Pipeline, PipelineOutput
 from ..report.annotate import annotate, output_name
-from ..report.evidence import Evidence, EvidenceConfig
+from ..report.evidence import Evidence
 from ..train.index import read_jsonl
+from .config import ScanConfig
 from .discover import discover
 from .results import ResultWriter, compact, latest_by_key
 from .resume import ResumePlan, file_key, plan
@@ -64,36 +64,6 @@ def auto_concurrency(device: str, cores: int | None = None) -> int:
     if device.startswith("cuda"):
         return max(2, min(8, cores))
     return max(1, min(8, cores // 4))
-
-
-@dataclass
-class ScanConfig:
-    """Everything a scan needs besides the paths; defaults come from the stages' own configs.
-
-    `concurrency` videos are decoded at once and share the network batches (None: `auto_concurrency`;
-    on Ray, per worker, default 1 on CPU workers). `resume` skips videos whose key (`scan/resume.py`)
-    already has a record in `out`; `retry_errors` (implies `resume`) scans the errored ones again.
-    `ray` is None (this machine), "auto" (a running cluster, else a local one), "local" (a new local
-    one) or a cluster address.
-    """
-
-    out: str | None = None
-    model: str | None = None
-    engine: str = "auto"
-    device: str = "cpu"
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
-    progress: bool = True
-    concurrency: int | None = None
-    resume: bool = False
-    retry_errors: bool = False
-    content_hash: bool = False
-    ray: str | None = None
-    ray_workers: int | None = None
-    ray_max_attempts: int = 3
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
 
 
 @dataclass
@@ -266,6 +236,12 @@ def _plan(files: list[Path], cfg: ScanConfig) -> ResumePlan:
     return plan(files, keys, latest, retry_errors=cfg.retry_errors)
 
 
+def _say(cfg: ScanConfig, line: str) -> None:
+    """A line of progress on stderr, for the steps without a progress bar (none with --quiet)."""
+    if cfg.progress:
+        print(f"facexray scan: {line}", file=sys.stderr, flush=True)
+
+
 def _unreadable(files: list[Path], progress: bool) -> dict[Path, str]:
     """The files that cannot be opened (missing, empty, not a video, no decodable frame), with why: found before
     any model loads, so that they are reported at once and a scan of nothing readable loads nothing."""
@@ -312,6 +288,7 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
     runner_info: dict = {}
     try:
         if readable:   # a scan of files that cannot even be opened loads no model
+            _say(cfg, f"loading the models ({len(readable)} file(s) to scan) ...")
             runner_info = backend.start()
     except (FacexrayError, RuntimeError, ValueError, ConnectionError) as e:
         print(f"facexray scan: {e}", file=sys.stderr)
@@ -341,7 +318,8 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
                 writer.write(record_of(result, cfg, runner_info, todo.keys[path]))
                 if metrics:
                     metrics.video_done(result)
-                if evidence:
+                if evidence:   # annotating re-reads the whole video: say so, it can take longer than scoring it
+                    bar.set_postfix_str(f"drawing the evidence of {path.name[-30:]}")
                     evidence.add(path, output)
                 bar.set_postfix_str(path.name[-30:], refresh=False)
                 bar.update()
@@ -350,6 +328,8 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
         if metrics:
             metrics.close()
         if evidence:
+            if cfg.evidence.report:
+                _say(cfg, f"writing the report {cfg.evidence.report} ...")
             extra = evidence.close()
     elapsed = time.perf_counter() - t0
     if cfg.out and (cfg.resume or cfg.retry_errors):

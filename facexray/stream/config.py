@@ -31,7 +31,7 @@ from typing import Any
 
 from ..aggregate import AggregateConfig
 from ..decode.pyav import NETWORK_TIMEOUT_S
-from ..faces.detect import DetectorConfig
+from ..faces.config import DetectorConfig
 from ..pipeline import PipelineConfig
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9108
