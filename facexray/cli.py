@@ -124,7 +124,9 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--det-threshold", type=PROBABILITY, default=det.score_threshold,
                    help=f"face detector confidence threshold (default {det.score_threshold})")
     p.add_argument("--detect-batch", type=POSITIVE_INT, default=pipe.detect_batch,
-                   help=f"frames per detector batch (default {pipe.detect_batch})")
+                   help=f"frames gathered from all videos for one detector call (default {pipe.detect_batch}); "
+                        f"the network takes them {DEFAULT_BATCH['cpu']['detect']} at a time on CPU, "
+                        f"{DEFAULT_BATCH['cuda']['detect']} on CUDA (its measured best, engines.DEFAULT_BATCH)")
     p.add_argument("--xray-batch", type=POSITIVE_INT, default=pipe.xray_batch,
                    help="faces per X-ray batch (default: the best measured for the device, "
                         f"{DEFAULT_BATCH['cpu']['xray']} on CPU, {DEFAULT_BATCH['cuda']['xray']} on CUDA)")

@@ -198,3 +198,20 @@ def test_help_imports_no_heavy_package(argv):
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert "usage: facexray" in p.stdout
     assert p.stderr.strip().splitlines()[-1] == "[]", p.stderr[-1000:]
+
+
+def test_help_and_readme_name_one_detector_batch_default_each(capsys):
+    import re
+
+    from facexray.engines import DEFAULT_BATCH
+    from facexray.pipeline import PipelineConfig
+
+    with pytest.raises(SystemExit):
+        main(["scan", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"one detector call (default {PipelineConfig().detect_batch})" in text
+    assert f"takes them {DEFAULT_BATCH['cpu']['detect']} at a time on CPU" in text
+    readme = (ROOT / "README.md").read_text()
+    row = next(x for x in readme.splitlines() if x.startswith("| detector, 700²"))
+    assert re.search(rf"\b{DEFAULT_BATCH['cpu']['detect']} \(the CPU default\)", row), row
+    assert "(default)" not in row
