@@ -515,11 +515,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from .errors import BackendUnavailable, CheckpointError, CropSpecMismatch, ModelNotFoundError
+
     try:
         return args.func(args)
     except KeyboardInterrupt:  # a command without its own SIGINT handling: the shell's code for it
         print(f"facexray {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (ModelNotFoundError, CheckpointError, CropSpecMismatch, BackendUnavailable) as e:   # README: exit codes
+        print(f"facexray {args.command}: {e}", file=sys.stderr)
+        return 3
+    except FileNotFoundError as e:   # an input named on the command line is not there
+        print(f"facexray {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -215,3 +215,13 @@ def test_help_and_readme_name_one_detector_batch_default_each(capsys):
     row = next(x for x in readme.splitlines() if x.startswith("| detector, 700²"))
     assert re.search(rf"\b{DEFAULT_BATCH['cpu']['detect']} \(the CPU default\)", row), row
     assert "(default)" not in row
+
+
+def test_every_command_maps_missing_inputs_and_models_to_its_exit_code(tmp_path, capsys):
+    missing = str(tmp_path / "nope")
+    assert main(["export", missing + ".safetensors", "--out", str(tmp_path / "x.onnx")]) == 3     # the model
+    assert main(["train", "--data", missing, "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2   # the input
+    assert main(["eval", missing, "--model", "random", "--engine", "torch"]) == 2
+    assert main(["prepare", missing, "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("facexray ") >= 4 and "nope" in err
