@@ -408,8 +408,13 @@ endpoints (--http, default 127.0.0.1:9108):
 alert events: one JSON line each in --events (default stdout): event (alert|clear), stream,
 track, start, end, score, peak, crop and heatmap image paths (saved under --images).
 
-exit codes: 0 stopped by SIGTERM/SIGINT (or every file ended)  1 every source ended, some with
-an error  2 bad usage  3 the models could not be loaded
+console: every --status-interval seconds (30; 0 = none) a line per stream (state, analysed fps,
+faces, rolling score, alerts); a line per alert and per clear; at shutdown a summary per stream
+(frames, faces, alerts, errors, reconnects).
+
+exit codes: 0 every source ended cleanly  1 a source failed (ended with an error, or was failing
+when the watch stopped)  2 bad usage  3 the models could not be loaded  130, 143 stopped by
+SIGINT, SIGTERM (open alerts are closed first)
 
 examples:
   facexray watch rtsp://10.0.0.5:554/stream1 rtsp://10.0.0.6:554/stream1 --model random
