@@ -76,6 +76,10 @@ def test_explain_on_a_folder_says_it_is_a_folder(tmp_path, capsys):
     assert main(["explain", str(tmp_path), "--model", "random"]) == 2
     err = capsys.readouterr().err
     assert "is a folder" in err and "no such file" not in err and "facexray scan" in err
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    # an input that cannot be opened is reported before the models load (an absent model would give exit 3)
+    assert main(["explain", str(tmp_path / "empty.mp4"), "--model", str(tmp_path / "absent.safetensors")]) == 1
+    assert "empty" in capsys.readouterr().err
 
 
 def test_a_relative_models_folder_read_from_elsewhere_says_so(shared_dir, models_dir, tmp_path, monkeypatch, capsys):
