@@ -35,7 +35,6 @@ def _bounded(cast: type, low: float | None = None, high: float | None = None, *,
                 or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
-    parse.__name__ = cast.__name__
     return parse
 
 
@@ -56,9 +55,6 @@ def _sample_spec(text: str) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
-
-
-_sample_spec.__name__ = "sample spec"
 
 SCAN_EPILOG = """\
 sampling (--sample):
