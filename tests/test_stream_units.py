@@ -61,11 +61,29 @@ def test_backoff_grows_caps_jitters_and_resets():
     b = Backoff(cfg, random.Random(1))
     delays = [b.next_delay() for _ in range(8)]
     for i, d in enumerate(delays):
-        base = min(4.0, 0.5 * 2 ** i)
-        assert base * 0.75 <= d <= base * 1.25
+        base = min(4.0 / 1.25, 0.5 * 2 ** i)                     # the jitter stays inside the cap
+        assert base * 0.75 <= d <= min(4.0, base * 1.25)
     assert len({round(d, 6) for d in delays[4:]}) > 1            # capped delays still differ (jitter)
     b.reset()
     assert b.next_delay() <= 0.5 * 1.25
+
+
+def test_backoff_never_waits_longer_than_its_cap():
+    b = Backoff(ReconnectConfig(), random.Random(3))             # the defaults: 1 s doubling to 30 s, ±20 %
+    delays = [b.next_delay() for _ in range(2000)]
+    assert max(delays) <= ReconnectConfig().max_s                # was up to 36 s: jitter added after the cap
+    assert min(delays[10:]) < 0.8 * ReconnectConfig().max_s      # and still spread below it
+
+
+def test_an_unresolvable_host_has_its_own_reason_and_is_not_retried_forever():
+    m = WatchMetrics()
+    src = StreamSource(StreamConfig("typo", "rtsp://no-such-camera.invalid:554/stream1"), 2.0, listener=m)
+    m.register_stream("typo")
+    src.start()
+    assert src.join(15)                                          # stopped by itself: a name that does not exist
+    assert src.state is State.STOPPED and src.error.startswith("unresolved: cannot resolve host no-such-camera")
+    assert m.registry.get_sample_value("facexray_stream_errors_total", {"stream": "typo", "reason": "unresolved"}) == 1
+    assert m.registry.get_sample_value("facexray_stream_errors_total", {"stream": "typo", "reason": "error"}) == 0
 
 
 def test_latest_queue_drops_the_oldest_and_never_blocks():
@@ -201,3 +219,21 @@ def test_a_file_source_plays_at_its_native_rate_and_finishes(shared_dir):
     decoded = m.registry.get_sample_value("facexray_frames_decoded_total", {"stream": "file"})
     rate = m.registry.get_sample_value("facexray_frames_dropped_total", {"stream": "file", "reason": "rate"})
     assert decoded == len(got) + rate and rate > 3 * len(got)       # every decoded frame accounted for
+
+
+def test_metrics_carry_no_created_series():
+    from prometheus_client import generate_latest
+
+    from facexray.scan.metrics import ScanMetrics
+
+    m = WatchMetrics()
+    m.register_stream("cam")
+    m.alerts.labels(stream="cam").inc()
+    text = generate_latest(m.registry).decode()
+    assert "facexray_alerts_total" in text and "_created" not in text
+    scan = ScanMetrics(0)
+    try:
+        assert "facexray_scan_videos_total" in (text := generate_latest(scan.registry).decode())
+        assert "_created" not in text
+    finally:
+        scan.close()

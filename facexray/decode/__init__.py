@@ -12,11 +12,24 @@ with Pillow (`facexray.decode.still`) behind the same `open_video`. Usage:
 Sampling modes and their text form are described in `facexray.decode.sampling`.
 """
 
-from facexray.decode.info import VideoInfo
-from facexray.decode.pyav import VideoReader, default_options, open_video
-from facexray.decode.sampling import DEFAULT_SAMPLE, SampleSpec, pick_frames, uniform_targets
-from facexray.decode.select import DECODERS, DecoderChoice, check_decoder, open_decoder, select_decoder
-from facexray.decode.still import IMAGE_EXTENSIONS, ImageReader, is_image_path, is_still_image
+import importlib
+
+# Imported when first used: `facexray.decode.sampling` (the CLI's --help) must not pull in PyAV, Pillow or torch.
+_LAZY = {
+    "VideoInfo": "info",
+    "VideoReader": "pyav", "default_options": "pyav", "open_video": "pyav", "unreadable": "pyav",
+    "DEFAULT_SAMPLE": "sampling", "SampleSpec": "sampling", "pick_frames": "sampling", "uniform_targets": "sampling",
+    "DECODERS": "select", "DecoderChoice": "select", "check_decoder": "select", "open_decoder": "select",
+    "select_decoder": "select",
+    "IMAGE_EXTENSIONS": "still", "ImageReader": "still", "is_image_path": "still", "is_still_image": "still",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DECODERS",
@@ -36,4 +49,5 @@ __all__ = [
     "pick_frames",
     "select_decoder",
     "uniform_targets",
+    "unreadable",
 ]

@@ -61,7 +61,7 @@ from av.video.reformatter import VideoReformatter
 from facexray.contracts import Frame
 from facexray.decode.info import VideoInfo, new_stats
 from facexray.decode.sampling import DEFAULT_SAMPLE, SampleSpec, StrideReservoir, uniform_targets
-from facexray.decode.still import ImageReader, is_image_path
+from facexray.decode.still import ImageReader, is_image_path, missing_reason
 from facexray.errors import DecodeError
 
 NETWORK_TIMEOUT_S = 10.0
@@ -104,6 +104,17 @@ def open_video(
     if is_image_path(source):
         return ImageReader(source, sample)
     return VideoReader(source, sample, threads=threads, options=options, timeout=timeout)
+
+
+def unreadable(source: str | Path) -> str | None:
+    """Why a local file cannot be scored (the `DecodeError` reason: missing, empty, not a video, no decodable
+    frame), or None when it opens and its first frame decodes. One open and one frame: cheap next to scoring
+    it, so a scan can report such files before it loads any model."""
+    try:
+        with open_video(source, "all"):
+            return None
+    except DecodeError as e:
+        return e.reason
 
 
 class VideoReader:
@@ -475,7 +486,7 @@ def _open_container(source_id: str, options: dict[str, str] | None,
     path = Path(source_id)
     if scheme is None:
         if not path.exists():
-            raise DecodeError(source_id, "file not found")
+            raise DecodeError(source_id, missing_reason(path))
         if path.is_dir():
             raise DecodeError(source_id, "is a directory, not a video file")
         if path.stat().st_size == 0:

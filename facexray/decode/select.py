@@ -10,13 +10,13 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from facexray.decode.pyav import _url_scheme, open_video
 from facexray.decode.sampling import SampleSpec
-from facexray.decode.still import is_image_path
 from facexray.errors import BackendUnavailable, DecodeError
+
+if TYPE_CHECKING:
+    import torch
 
 DECODERS = ("auto", "pyav", "dali")
 DALI_CODECS = ("h264", "hevc")
@@ -36,8 +36,10 @@ def dali_missing(device: str | torch.device) -> str | None:
     """Why DALI cannot run on `device` on this machine (not installed, not a CUDA device), or None."""
     if importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None:
         return 'NVIDIA DALI is not installed (pip install -e ".[gpu]")'
-    if torch.device(device).type != "cuda":
+    if not str(device).startswith("cuda"):     # "cuda", "cuda:1" or such a torch.device
         return "DALI decodes on a CUDA device; add --device cuda"
+    import torch
+
     if not torch.cuda.is_available():
         return "torch sees no CUDA device"
     return None
@@ -54,6 +56,9 @@ def check_decoder(kind: str, device: str | torch.device) -> None:
 
 def _dali_obstacle(source: str, device: str | torch.device, sample: SampleSpec) -> str | None:
     """Why DALI cannot read `source` here, or None when it can."""
+    from facexray.decode.pyav import _url_scheme, open_video  # here: DECODERS (the CLI's --help) needs no PyAV
+    from facexray.decode.still import is_image_path
+
     if why := dali_missing(device):
         return why
     if _url_scheme(source) is not None:
@@ -98,6 +103,7 @@ def open_decoder(source: str | Path, sample: SampleSpec | str, decoder: str = "p
     Under `auto`, a file DALI refuses when it opens it (variable frame rate, which the probe
     cannot see, or a stream NVDEC cannot decode) is read with PyAV, and the reason says so.
     """
+    from facexray.decode.pyav import open_video
     choice = select_decoder(decoder, source, device, sample)
     reader = None
     if choice.decoder == "dali":

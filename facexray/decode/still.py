@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,13 @@ def is_still_image(source: str | Path) -> bool:
         return False
 
 
+def missing_reason(path: Path) -> str:
+    """What to say about a local path that does not exist: a broken symbolic link names its missing target."""
+    if path.is_symlink():
+        return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return "file not found"
+
+
 class ImageReader:
     """A picture opened as a video: one frame for a photo, the sampled frames of an animation."""
 
@@ -59,7 +67,7 @@ class ImageReader:
         self.stats: dict[str, Any] = new_stats()
         path = Path(source)
         if not path.is_file():
-            raise DecodeError(self.source_id, "file not found")
+            raise DecodeError(self.source_id, missing_reason(path))
         if path.stat().st_size == 0:
             raise DecodeError(self.source_id, "file is empty (0 bytes)")
         try:

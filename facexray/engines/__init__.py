@@ -10,15 +10,28 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import importlib
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..paths import cache_dir
-from .base import Engine
-from .onnx_engine import OnnxRuntimeEngine, export_onnx
-from .torch_engine import TorchEngine, TorchOptions
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from .base import Engine
+    from .torch_engine import TorchOptions
+
+# Imported when first used, so that reading ENGINES and DEFAULT_BATCH (the CLI's --help) loads no torch.
+_LAZY = {"Engine": ".base", "OnnxRuntimeEngine": ".onnx_engine", "export_onnx": ".onnx_engine",
+         "TorchEngine": ".torch_engine", "TorchOptions": ".torch_engine"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 ENGINES = ("auto", "torch", "onnxruntime", "tensorrt")
 
@@ -33,12 +46,17 @@ def resolve_engine(kind: str, device: str | torch.device) -> str:
     """`auto` → onnxruntime on CPU (about 2x torch here), torch on CUDA; any other name as given."""
     if kind != "auto":
         return kind
-    return "torch" if torch.device(device).type == "cuda" else "onnxruntime"
+    return "torch" if device_type(device) == "cuda" else "onnxruntime"
 
 
 def default_batch(stage: str, device: str | torch.device) -> int:
     """The default batch size of `stage` ("detect" or "xray") on `device`."""
-    return DEFAULT_BATCH["cuda" if torch.device(device).type == "cuda" else "cpu"][stage]
+    return DEFAULT_BATCH["cuda" if device_type(device) == "cuda" else "cpu"][stage]
+
+
+def device_type(device: str | torch.device) -> str:
+    """"cuda" for "cuda", "cuda:1" or such a torch.device; "cpu" for "cpu"; read without importing torch."""
+    return str(device).split(":", 1)[0]
 
 
 def state_hash(module: nn.Module) -> str:
@@ -62,6 +80,9 @@ def create_engine(kind: str, module: nn.Module, output_names: tuple[str, ...],
     readable name) and a hash of the module's weights, so the export runs once per
     set of weights and never serves stale ones; TensorRT caches its built engine beside it.
     """
+    from .onnx_engine import OnnxRuntimeEngine, export_onnx
+    from .torch_engine import TorchEngine, TorchOptions
+
     kind = resolve_engine(kind, device)
     if kind == "torch":
         if options is None:

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 if TYPE_CHECKING:
@@ -123,6 +122,8 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, spec: CropSpec = CropSpe
     Outside the frame the crop is black (zero padding), the same rule as the
     GPU path's grid sampling.
     """
+    import cv2  # here, not at the top: reading a CropSpec (the CLI's --help) must stay light
+
     m = crop_matrix(landmarks, spec)
     crop = cv2.warpAffine(image, m, (spec.size, spec.size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -146,6 +147,7 @@ def crop_faces_torch(frames: torch.Tensor, landmarks: Sequence[np.ndarray], fram
     pixels never travel to the host. It matches `crop_face` up to rounding (cv2 interpolates
     at 1/32-pixel steps): tests/test_crop_torch.py measures the difference on real faces.
     """
+    import cv2  # here, not at the top: reading a CropSpec (the CLI's --help) must stay light
     import torch
     import torch.nn.functional as F
 
@@ -177,6 +179,8 @@ def crop_faces_torch(frames: torch.Tensor, landmarks: Sequence[np.ndarray], fram
 
 def to_frame_coords(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Map crop-pixel points (N, 2) back to frame pixels through the inverse of `matrix`."""
+    import cv2  # here, not at the top: reading a CropSpec (the CLI's --help) must stay light
+
     inv = cv2.invertAffineTransform(np.asarray(matrix, np.float64))
     pts = np.asarray(points, np.float64)
     return pts @ inv[:, :2].T + inv[:, 2]
@@ -192,6 +196,8 @@ def to_frame_image(image: np.ndarray, matrix: np.ndarray, roi: tuple[int, int, i
     its own pixels. Outside the crop the result is 0. Returns an array of `roi`'s size
     with `image`'s channels and dtype.
     """
+    import cv2  # here, not at the top: reading a CropSpec (the CLI's --help) must stay light
+
     x, y, w, h = roi
     k = image.shape[0] / crop_size  # crop pixel centre c ↦ image pixel (c + 0.5)·k − 0.5
     to_image = np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5], [0.0, 0.0, 1.0]])

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..contracts import Face
 from ..engines import create_engine, default_batch
+from .config import DetectorConfig
 from .retinaface import MEAN_BGR, decode_boxes, decode_landmarks, get_config, load_retinaface, nms_sorted, priors
 from .weights import resolve_weights
 
@@ -60,26 +61,6 @@ class Detections:
         """These detections as contract `Face`s of frame `frame_index` (untracked)."""
         return [Face(frame_index=frame_index, pts=pts, box=b, score=float(s), landmarks=lm)
                 for b, s, lm in zip(self.boxes, self.scores, self.landmarks)]
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """Every detector setting and its default (the one place they are defined).
-
-    `weights` None means `resolve_weights(name)`; `min_face` drops faces whose shorter
-    box side is below it (original pixels); `max_batch` caps images per forward pass
-    (None: the engine's measured best for the device, `engines.default_batch`).
-    """
-
-    weights: str | None = None
-    name: str = "retinaface_mnet025"
-    engine: str = "auto"
-    device: str = "cpu"
-    long_side: int = 640
-    score_threshold: float = 0.5
-    min_face: float = 0.0
-    nms_iou: float = 0.4
-    max_batch: int | None = None
 
 
 def _ceil32(x: int) -> int:

@@ -91,9 +91,13 @@ def resolve_weights(name: str, path: str | Path | None = None) -> Path:
         how = "or set FACEXRAY_ALLOW_DOWNLOAD=1 to download it once into the user cache"
     else:
         how = "(no download URL is known for it, so download it by hand)"
+    relative = ""
+    if mdir is not None and not mdir.is_absolute():
+        relative = (f"\nFACEXRAY_MODELS={mdir} is a relative path, read from the current folder ({Path.cwd()}): "
+                    f"export it as an absolute path, e.g. export FACEXRAY_MODELS=$(realpath {mdir}) where it exists")
     raise ModelNotFoundError(
         f"weights for detector {name!r} ({spec.filename}, sha256 {spec.sha256[:12]}…) not found; looked in:\n  "
-        f"{looked}\nFix: set FACEXRAY_MODELS to a folder holding {spec.folder}/{spec.filename}, "
+        f"{looked}{relative}\nFix: set FACEXRAY_MODELS to a folder holding {spec.folder}/{spec.filename}, "
         f"or pass the file with --detector-weights, {how}")
 
 

@@ -4,12 +4,12 @@ A scan scores sampled frames only (`uniform=32` by default), but an annotated vi
 every input frame, at the input's frame rate, so it plays like the original. What a frame
 that was not scored shows:
 
-- each track's scored face nearest in time is drawn if it lies within `hold_s` seconds
-  (default 0.5 s) of the frame — with a thin box, since it was scored on another frame;
-  faces scored on that very frame get a thick box;
-- a frame farther than `hold_s` from every scored face of a track shows nothing for
-  that track (on a long video sampled sparsely, most frames are left as they are —
-  a stale box drawn seconds away would point at the wrong place).
+- each track is drawn for its whole life — from its first scored face to its last, and
+  `hold_s` seconds (default 0.5 s) before and after — with its scored face nearest in time,
+  in a thin box, since it was scored on another frame; faces scored on that very frame get a
+  thick box. (Drawing a track only within `hold_s` of a scored face made the default sampling
+  blink: boxes for 11 frames, none for the next 10.)
+- outside its life a track shows nothing (a face that left, or before it came).
 
 Outside `draw.drawn_region` of the faces drawn on it, a frame is the input frame
 (re-encoded: H.264 at CRF 18 by default, yuv420p, visually lossless but not bit-exact).
@@ -81,15 +81,15 @@ class FaceTimeline:
         self.half_frame = 0.5 / (fps or 25.0)
 
     def at(self, pts: float) -> list[DrawnFace]:
-        """The faces to draw on the frame shown at `pts` seconds: at most one per track."""
+        """The faces to draw on the frame shown at `pts` seconds: at most one per track living then."""
         out = []
         for track, times in self._pts.items():
+            if not times[0] - self.hold_s - 1e-9 <= pts <= times[-1] + self.hold_s + 1e-9:
+                continue
             i = bisect.bisect_left(times, pts)
             near = [j for j in (i - 1, i) if 0 <= j < len(times)]
             j = min(near, key=lambda j: abs(times[j] - pts))
             gap = abs(times[j] - pts)
-            if gap > self.hold_s + 1e-9:
-                continue
             s = self._tracks[track][j]
             out.append(DrawnFace(s.face.box, track, s.prob, s.xray, self._matrices[id(s)], self.crop_size,
                                  exact=gap < self.half_frame))

@@ -20,7 +20,8 @@ def discover(paths: Iterable[str | Path], extensions: frozenset[str] = MEDIA_EXT
 
     A file named explicitly is always kept, whatever its extension (the user asked
     for it; if it is not a video, its record will say so). Files inside folders are
-    kept by extension, case-insensitively; hidden files and folders are skipped.
+    kept by extension, case-insensitively (also a symbolic link whose target is gone, so that it gets an error
+    record instead of vanishing from the results); hidden files and folders are skipped.
     Raises FileNotFoundError for a path that does not exist.
     """
     found: dict[Path, None] = {}
@@ -28,9 +29,10 @@ def discover(paths: Iterable[str | Path], extensions: frozenset[str] = MEDIA_EXT
         if p.is_dir():
             for f in sorted(p.rglob("*")):
                 rel = f.relative_to(p).parts
-                if f.is_file() and f.suffix.lower() in extensions and not any(x.startswith(".") for x in rel):
+                kept = f.is_file() or (f.is_symlink() and not f.exists())   # a broken link gets an error record
+                if kept and f.suffix.lower() in extensions and not any(x.startswith(".") for x in rel):
                     found.setdefault(f, None)
-        elif p.exists():
+        elif p.exists() or p.is_symlink():
             found.setdefault(p, None)
         else:
             raise FileNotFoundError(f"no such file or folder: {p}")

@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Protocol
 
@@ -35,13 +36,14 @@ from tqdm import tqdm
 from .. import __version__
 from ..batcher import BatchObserver
 from ..contracts import VideoResult
+from ..decode import unreadable as why_unreadable
 from ..engines import resolve_engine
 from ..errors import FacexrayError
-from ..faces.detect import DetectorConfig
-from ..pipeline import Pipeline, PipelineConfig, PipelineOutput
+from ..pipeline import Pipeline, PipelineOutput
 from ..report.annotate import annotate, output_name
-from ..report.evidence import Evidence, EvidenceConfig
+from ..report.evidence import Evidence
 from ..train.index import read_jsonl
+from .config import ScanConfig
 from .discover import discover
 from .results import ResultWriter, compact, latest_by_key
 from .resume import ResumePlan, file_key, plan
@@ -62,36 +64,6 @@ def auto_concurrency(device: str, cores: int | None = None) -> int:
     if device.startswith("cuda"):
         return max(2, min(8, cores))
     return max(1, min(8, cores // 4))
-
-
-@dataclass
-class ScanConfig:
-    """Everything a scan needs besides the paths; defaults come from the stages' own configs.
-
-    `concurrency` videos are decoded at once and share the network batches (None: `auto_concurrency`;
-    on Ray, per worker, default 1 on CPU workers). `resume` skips videos whose key (`scan/resume.py`)
-    already has a record in `out`; `retry_errors` (implies `resume`) scans the errored ones again.
-    `ray` is None (this machine), "auto" (a running cluster, else a local one), "local" (a new local
-    one) or a cluster address.
-    """
-
-    out: str | None = None
-    model: str | None = None
-    engine: str = "auto"
-    device: str = "cpu"
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
-    progress: bool = True
-    concurrency: int | None = None
-    resume: bool = False
-    retry_errors: bool = False
-    content_hash: bool = False
-    ray: str | None = None
-    ray_workers: int | None = None
-    ray_max_attempts: int = 3
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
 
 
 @dataclass
@@ -207,6 +179,26 @@ class _StopOnSignal:
             signal.signal(s, h)
 
 
+SUMMARY_PATH_WIDTH = 70
+
+
+def shorten_path(path: str, width: int) -> str:
+    """`path` in at most `width` characters: whole when it fits, else its start and its file name joined by "…"
+    (the file name whole as long as it fits), so the table never shows a path cut off at the left.
+
+    >>> shorten_path("../shared/data/real_videos/edtalk/test_data__pose_source2.mp4", 40)
+    '../shared/d…/test_data__pose_source2.mp4'
+    """
+    if len(path) <= width:
+        return path
+    name = path.rsplit("/", 1)[-1]
+    if len(name) + 2 > width:                      # not even the file name fits: its middle goes
+        head = (width - 1) // 2
+        return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+    keep = width - len(name) - 2
+    return path[:keep] + "…/" + name
+
+
 def print_summary(results: list[VideoResult], elapsed: float, out: str | None, stream=None,
                   extra: list[str] = (), resume: ResumePlan | None = None, stopped_by: int | None = None,
                   threshold: str | None = None) -> None:
@@ -229,10 +221,10 @@ def print_summary(results: list[VideoResult], elapsed: float, out: str | None, s
               file=stream)
     scored = sorted((r for r in results if r.score is not None), key=lambda r: -r.score)
     if scored:
-        width = min(70, max(len(r.path) for r in scored))
+        width = min(SUMMARY_PATH_WIDTH, max(len(r.path) for r in scored[:10]))
         print(f"{'file':<{width}}  {'verdict':<8} {'score':>6} {'frames':>6} {'faces':>6}", file=stream)
         for r in scored[:10]:
-            print(f"{r.path[-width:]:<{width}}  {r.verdict:<8} {r.score:6.3f} {r.frames_scored:6d} "
+            print(f"{shorten_path(r.path, width):<{width}}  {r.verdict:<8} {r.score:6.3f} {r.frames_scored:6d} "
                   f"{r.faces_scored:6d}", file=stream)
         if len(scored) > 10:
             print(f"... and {len(scored) - 10} more", file=stream)
@@ -262,6 +254,24 @@ def _plan(files: list[Path], cfg: ScanConfig) -> ResumePlan:
     return plan(files, keys, latest, retry_errors=cfg.retry_errors)
 
 
+def _say(cfg: ScanConfig, line: str) -> None:
+    """A line of progress on stderr, for the steps without a progress bar (none with --quiet)."""
+    if cfg.progress:
+        print(f"facexray scan: {line}", file=sys.stderr, flush=True)
+
+
+def _unreadable(files: list[Path], progress: bool) -> dict[Path, str]:
+    """The files that cannot be opened (missing, empty, not a video, no decodable frame), with why: found before
+    any model loads, so that they are reported at once and a scan of nothing readable loads nothing."""
+    bad = {}
+    for f in tqdm(files, unit="file", desc="opening", disable=not progress or len(files) < 2, leave=False,
+                  dynamic_ncols=True, file=sys.stderr):
+        why = why_unreadable(f)
+        if why is not None:
+            bad[f] = why
+    return bad
+
+
 def _backend(cfg: ScanConfig, observer: BatchObserver | None) -> Backend:
     if cfg.ray:
         from .ray_runner import RayBackend
@@ -282,6 +292,8 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
         print("facexray scan: no video files found under " + ", ".join(paths), file=sys.stderr)
         return ScanReport(EXIT_USAGE)
     todo = _plan(files, cfg)
+    unreadable = _unreadable(todo.todo, cfg.progress)
+    readable = [p for p in todo.todo if p not in unreadable]
     metrics = None
     if cfg.metrics_port is not None:
         from .metrics import ScanMetrics
@@ -291,19 +303,21 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
             print(f"facexray scan: --metrics-port {cfg.metrics_port}: {e}", file=sys.stderr)
             return ScanReport(EXIT_USAGE, plan=todo)
     backend = _backend(cfg, metrics.batch_done if metrics else None)
+    runner_info: dict = {}
     try:
-        runner_info = backend.start()
+        if readable:   # a scan of files that cannot even be opened loads no model
+            _say(cfg, f"loading the models ({len(readable)} file(s) to scan) ...")
+            runner_info = backend.start()
     except (FacexrayError, RuntimeError, ValueError, ConnectionError) as e:
         print(f"facexray scan: {e}", file=sys.stderr)
         backend.close()
         if metrics:
             metrics.close()
         return ScanReport(EXIT_MODEL, plan=todo)
-    if runner_info.get("random"):
-        print("WARNING: --model random: weights are random, scores mean nothing (plumbing check)", file=sys.stderr)
-    threshold = verdict_threshold(cfg, runner_info)
-    cfg = dataclasses.replace(cfg, evidence=dataclasses.replace(
-        cfg.evidence, html=dataclasses.replace(cfg.evidence.html, threshold=threshold)))
+    if runner_info:
+        threshold = verdict_threshold(cfg, runner_info)
+        cfg = dataclasses.replace(cfg, evidence=dataclasses.replace(
+            cfg.evidence, html=dataclasses.replace(cfg.evidence.html, threshold=threshold)))
     if metrics:
         metrics.start(len(todo.todo), todo.done + todo.duplicates)
     evidence = (Evidence(cfg.evidence, cfg.pipeline.crop, files, cfg.progress,
@@ -319,13 +333,15 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
                      file=sys.stderr) as bar:
             if todo.done:
                 bar.write(f"resume: {todo.done} file(s) already in {cfg.out}, skipped", file=sys.stderr)
-            for output in backend.results(todo.todo, stop.event):
+            failed = (PipelineOutput(VideoResult(str(p), "error", None, error=why), []) for p, why in unreadable.items())
+            for output in chain(failed, backend.results(readable, stop.event) if readable else ()):
                 result, path = output.result, by_path[output.result.path]
                 results.append(result)
                 writer.write(record_of(result, cfg, runner_info, todo.keys[path]))
                 if metrics:
                     metrics.video_done(result)
-                if evidence:
+                if evidence:   # annotating re-reads the whole video: say so, it can take longer than scoring it
+                    bar.set_postfix_str(f"drawing the evidence of {path.name[-30:]}")
                     evidence.add(path, output)
                 bar.set_postfix_str(path.name[-30:], refresh=False)
                 bar.update()
@@ -334,6 +350,8 @@ def scan(paths: Iterable[str], cfg: ScanConfig) -> ScanReport:
         if metrics:
             metrics.close()
         if evidence:
+            if cfg.evidence.report:
+                _say(cfg, f"writing the report {cfg.evidence.report} ...")
             extra = evidence.close()
     elapsed = time.perf_counter() - t0
     if cfg.out and (cfg.resume or cfg.retry_errors):
@@ -361,8 +379,6 @@ def _load_pipeline(cfg: ScanConfig, command: str) -> Pipeline | None:
     except (FacexrayError, RuntimeError, ValueError) as e:
         print(f"facexray {command}: {e}", file=sys.stderr)
         return None
-    if pipeline.xray.warning:
-        print(f"WARNING: {pipeline.xray.warning}", file=sys.stderr)
     return pipeline
 
 
@@ -371,9 +387,17 @@ def run_explain(path: str, out: str | None, cfg: ScanConfig) -> int:
 
     `out` defaults to `output_name(path)` (`clip.xray.mp4`, `face.xray.png`) in the current folder.
     """
+    if Path(path).is_dir():
+        print(f"facexray explain: {path} is a folder; explain takes one image or video "
+              f"(`facexray scan {path} --annotate DIR` annotates every file of a folder)", file=sys.stderr)
+        return EXIT_USAGE
     if not Path(path).is_file():
         print(f"facexray explain: no such file: {path}", file=sys.stderr)
         return EXIT_USAGE
+    why = why_unreadable(path)
+    if why is not None:
+        print(f"facexray explain: {path}: {why}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     pipeline = _load_pipeline(cfg, "explain")
     if pipeline is None:
         return EXIT_MODEL

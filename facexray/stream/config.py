@@ -31,7 +31,7 @@ from typing import Any
 
 from ..aggregate import AggregateConfig
 from ..decode.pyav import NETWORK_TIMEOUT_S
-from ..faces.detect import DetectorConfig
+from ..faces.config import DetectorConfig
 from ..pipeline import PipelineConfig
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9108
@@ -101,7 +101,8 @@ class WatchConfig:
     `queue_frames` is each stream's frame queue: when full the oldest frame is dropped, so a
     slow consumer never makes a stream lag behind live. `events` "-" writes alert events to
     stdout. `pipeline.detect_batch` / `pipeline.batch_wait_ms` bound the cross-stream detection
-    batches (YAML `pipeline: {detect_batch: 8, batch_wait_ms: 20}`).
+    batches (YAML `pipeline: {detect_batch: 8, batch_wait_ms: 20}`). Every `status_interval_s` seconds (0: never)
+    the console gets a status line per stream (state, analysed fps, faces, rolling score, alerts).
     """
 
     streams: tuple[StreamConfig, ...] = ()
@@ -121,6 +122,7 @@ class WatchConfig:
     device: str = "cpu"
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    status_interval_s: float = 30.0
 
     def analysis_fps_of(self, stream: StreamConfig) -> float:
         return self.analysis_fps if stream.analysis_fps is None else stream.analysis_fps

@@ -12,7 +12,8 @@ connecting → up → backoff → connecting …, or ends in stopped:
 - A network stream that ends is retried like a failure ("ended"). A local file is played at
   its native rate, as a camera would deliver it, and when it ends the source is finished
   (stopped, no error); so is a source whose URL cannot work at all (unknown protocol, missing
-  file), which stops with its error instead of retrying in vain.
+  file, a host name that does not exist: see `_resolve`), which stops with its error instead of
+  retrying in vain.
 
 Frames go into a `LatestQueue` of a few frames: when the consumer is slower than the stream,
 the oldest waiting frame is dropped, so what is analysed is always close to live. An optional
@@ -31,8 +32,10 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import threading
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -67,10 +70,32 @@ _ERROR_KINDS = (
     ("immediate exit requested", "timeout"),
     ("timed out", "timeout"),
     ("no frame could be decoded", "no_frames"),
+    ("cannot resolve host", "unresolved"),
 )
 ERROR_KINDS = tuple(sorted({k for _, k in _ERROR_KINDS} | {"stall", "ended", "read_error", "error"}))
 """Every error kind a source reports (the `reason` label of `facexray_stream_errors_total`)."""
 _PERMANENT = {"invalid_url", "not_found"}
+_NO_SUCH_HOST = (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
+_NO_SUCH_HOST_TEXT = "no such host"
+
+
+def _resolve(url: str) -> None:
+    """Look up the host name of a network URL, so that a name that does not resolve gets its own error kind
+    ("unresolved"; FFmpeg says only "Input/output error", as for many other failures).
+
+    A name that does not exist ("no such host": EAI_NONAME) on a stream never up is a configuration error
+    (a typo): the source stops with it, like an invalid URL, instead of retrying forever. A resolver that
+    does not answer (EAI_AGAIN), or a name lost after the stream was up, is retried with backoff.
+    Raises `DecodeError` with "cannot resolve host ...".
+    """
+    host = urllib.parse.urlsplit(url).hostname
+    if _url_scheme(url) in (None, "file") or not host:
+        return
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as e:
+        what = _NO_SUCH_HOST_TEXT if e.errno in _NO_SUCH_HOST else "the resolver did not answer"
+        raise DecodeError(url, f"cannot resolve host {host} ({what}: {e.strerror})") from None
 
 
 def classify_error(message: str) -> str:
@@ -80,7 +105,10 @@ def classify_error(message: str) -> str:
 
 
 class Backoff:
-    """Exponential backoff with jitter: initial_s, ×factor per failure, capped at max_s, each ±jitter.
+    """Exponential backoff with jitter: initial_s, ×factor per failure, each ±jitter, never above max_s.
+
+    The jitter stays inside the cap: once the series reaches it, waits spread over
+    [max_s·(1−jitter)/(1+jitter), max_s], so cameras that dropped together still do not reconnect in lockstep.
 
     >>> b = Backoff(ReconnectConfig(initial_s=1, max_s=5, factor=2, jitter=0), random.Random(0))
     >>> [b.next_delay() for _ in range(5)]
@@ -94,9 +122,9 @@ class Backoff:
 
     def next_delay(self) -> float:
         cfg = self.cfg
-        base = min(cfg.max_s, cfg.initial_s * cfg.factor ** min(self.failures, 64))
+        base = min(cfg.max_s / (1.0 + cfg.jitter), cfg.initial_s * cfg.factor ** min(self.failures, 64))
         self.failures += 1
-        return base * (1.0 + self._rng.uniform(-cfg.jitter, cfg.jitter))
+        return min(cfg.max_s, base * (1.0 + self._rng.uniform(-cfg.jitter, cfg.jitter)))
 
     def reset(self) -> None:
         self.failures = 0
@@ -168,6 +196,7 @@ class StreamSource:
         self.state = State.STOPPED
         self.error: str | None = None  # the last failure, "kind: message"; None once a connection is up
         self.reconnects = 0
+        self.failures = 0  # failed connections and reads, since the start
         self.is_file = _url_scheme(cfg.url) in (None, "file")
         self._sample = f"fps={analysis_fps}" if analysis_fps > 0 else "all"
         self._stop = threading.Event()
@@ -204,6 +233,7 @@ class StreamSource:
 
     def _fail(self, kind: str, message: str) -> None:
         self.error = f"{kind}: {message}"
+        self.failures += 1
         if self.listener:
             self.listener.failed(self.name, kind)
 
@@ -214,12 +244,14 @@ class StreamSource:
             while not self._stop.is_set():
                 self._set_state(State.CONNECTING)
                 try:
+                    _resolve(self.cfg.url)
                     reader = open_video(self.cfg.url, self._sample,
                                         timeout=(self.reconnect_cfg.open_timeout_s, self.reconnect_cfg.stall_s))
                 except DecodeError as e:
                     kind = classify_error(e.reason)
                     self._fail(kind, e.reason)
-                    if kind in _PERMANENT or self.is_file:
+                    if kind in _PERMANENT or self.is_file or (kind == "unresolved" and _NO_SUCH_HOST_TEXT in e.reason
+                                                              and not connected_before):
                         log.error("stream %s: %s (%s); not retrying", self.name, e.reason, kind)
                         return
                     self._wait(backoff, e.reason)

@@ -16,8 +16,9 @@ SIGTERM and SIGINT stop the sources, let each analyser finish the frame in hand,
 events still pending (and the clears of alerts still open: the watch stopped watching them),
 and close the port. A watch of local files only ends by itself when every file has been played.
 
-Exit codes: 0 stopped by a signal, or every source finished cleanly; 1 every source ended and
-some with an error; 2 bad configuration; 3 the models could not be loaded.
+Exit codes (README, "Exit codes"): 0 every source finished cleanly, or `stop()` was called while no
+stream was failing; 1 a source failed (ended with an error, or was failing when the watch stopped);
+2 bad configuration; 3 the models could not be loaded; 130/143 stopped by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .. import __version__
 from ..contracts import Face
 from ..errors import FacexrayError
 from ..faces.crop import crop_face
-from ..faces.track import IoUTracker
+from ..faces.track import FaceTracker
 from ..pipeline import Pipeline
 from .alerts import AlertSink, iso_time
 from .config import StreamConfig, WatchConfig
@@ -47,6 +48,8 @@ from .source import State, StreamSource
 log = logging.getLogger("facexray.stream")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 _POLL_S = 0.2
+_CLEAR_REASONS = {"below": "fell below the clear level", "track_lost": "the face left",
+                  "shutdown": "the watch stopped"}
 
 
 @dataclass
@@ -64,8 +67,28 @@ class _StreamState:
     cfg: StreamConfig
     source: StreamSource
     rolling: RollingScores
-    tracker: IoUTracker = field(default_factory=IoUTracker)
+    tracker: FaceTracker = field(default_factory=FaceTracker)
     thread: threading.Thread | None = None
+    frames: int = 0          # analysed, since the start
+    faces: int = 0
+    alerts: int = 0
+    reported: tuple[float, int, int] = (0.0, 0, 0)   # (time, frames, faces) at the last status line
+
+    def status_line(self, now: float) -> str:
+        """One line for the console: state (with the last error), analysed fps and faces since the last line,
+        rolling score and alerts; and remembers `now` as the last line's time."""
+        t0, frames0, faces0 = self.reported
+        self.reported = (now, self.frames, self.faces)
+        state = self.source.state.value + (f" ({self.source.error})" if self.source.error else "")
+        score = "-" if self.rolling.score is None else f"{self.rolling.score:.3f}"
+        return (f"stream {self.cfg.name}: {state}; {(self.frames - frames0) / max(now - t0, 1e-9):.1f} fps analysed, "
+                f"{self.faces - faces0} face(s) in {now - t0:.0f} s; rolling score {score}; {self.alerts} alert(s)")
+
+    def summary_line(self) -> str:
+        """The stream's line of the shutdown summary: totals since the start."""
+        last = f" (last: {self.source.error})" if self.source.error else ""
+        return (f"stream {self.cfg.name}: {self.frames} frame(s) analysed, {self.faces} face(s), {self.alerts} "
+                f"alert(s), {self.source.failures} error(s){last}, {self.source.reconnects} reconnect(s)")
 
 
 class Watch:
@@ -82,6 +105,7 @@ class Watch:
         self.model_name: str | None = None
         self.warning: str | None = None
         self._stop = threading.Event()
+        self._signal: int | None = None
         self._streams: dict[str, _StreamState] = {}
 
     # -- life cycle ------------------------------------------------------------------------
@@ -109,6 +133,7 @@ class Watch:
                                               RollingScores(s.name, cfg.alert_of(s).resolved(self.pipeline.threshold)))
                          for s in cfg.streams}
         for st in self._streams.values():
+            st.reported = (time.monotonic(), 0, 0)
             st.source.start()
             st.thread = threading.Thread(target=self._analyse, args=(st,), name=f"facexray-analyse-{st.cfg.name}",
                                          daemon=True)
@@ -130,20 +155,29 @@ class Watch:
         self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
         self.metrics.batch_size.labels(stage=stage).observe(size)
 
-    def stop(self) -> None:
-        """Ask everything to stop (safe from a signal handler or another thread)."""
+    def stop(self, signum: int | None = None) -> None:
+        """Ask everything to stop (safe from a signal handler or another thread); `signum`: the signal that asked."""
+        self._signal = signum
         self._stop.set()
 
     def wait(self) -> int:
         """Block until stopped or every source has finished; shut down cleanly; return the exit code."""
+        interval = self.cfg.status_interval_s
+        next_status = time.monotonic() + interval
         try:
             while not self._stop.wait(_POLL_S):
                 if all(st.source.finished and not st.thread.is_alive() for st in self._streams.values()):
                     break
+                if interval > 0 and time.monotonic() >= next_status:
+                    next_status += interval
+                    for st in self._streams.values():
+                        log.info("%s", st.status_line(time.monotonic()))
         finally:
             self.shutdown()
-        if self._stop.is_set():
-            return EXIT_OK
+            for st in self._streams.values():
+                log.info("summary: %s", st.summary_line())
+        if self._signal is not None:
+            return 128 + self._signal
         return EXIT_SOME_FAILED if any(st.source.error for st in self._streams.values()) else EXIT_OK
 
     def run(self) -> int:
@@ -151,7 +185,7 @@ class Watch:
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda *_: self.stop())
+                previous[sig] = signal.signal(sig, lambda signum, _: self.stop(signum))
         try:
             try:
                 self.start()
@@ -226,6 +260,8 @@ class Watch:
             self._events(st, st.rolling.update(item.captured, samples))
             m.frames_analyzed.labels(stream=name).inc()
             m.faces.labels(stream=name).inc(len(samples))
+            st.frames += 1
+            st.faces += len(samples)
             m.fake_score.labels(stream=name).set(st.rolling.score or 0.0)
             m.latency.labels(stream=name).observe(time.monotonic() - item.captured)
 
@@ -233,6 +269,7 @@ class Watch:
         for e in events:
             if e.kind == "alert":
                 self.metrics.alerts.labels(stream=e.stream).inc()
+                st.alerts += 1
             self._emit(e, st)
 
     def _emit(self, e: AlertEvent, st: _StreamState) -> None:
@@ -251,9 +288,14 @@ class Watch:
             crop = crop_face(ev.image, ev.face.landmarks, self.pipeline.crop_spec)[0]
             xray = ev.xray
         record.update(model=self.model_name, warning=self.warning, facexray_version=__version__)
-        self.sink.emit(record, crop, xray)
-        log.warning("%s: stream %s track %d score %.3f (%s)", e.kind.upper(), e.stream, e.track, e.score,
-                    record.get("crop") or e.reason or "")
+        record = self.sink.emit(record, crop, xray)
+        if e.kind == "alert":
+            log.warning("ALERT stream %s track %d: rolling score %.3f >= %g for %.1f s (peak %.3f); face %s",
+                        e.stream, e.track, e.score, rule.threshold, e.end - e.start, e.peak,
+                        record.get("crop") or "not saved")
+        else:
+            log.warning("CLEAR stream %s track %d after %.1f s: rolling score %.3f (%s)", e.stream, e.track,
+                        e.end - e.start, e.score, _CLEAR_REASONS.get(e.reason, e.reason))
 
 
 def run_watch(cfg: WatchConfig) -> int:
