@@ -105,7 +105,10 @@ def test_concurrent_sources_score_as_they_do_alone(shared_dir, models_dir):
              shared_dir / "data/real_videos/facenet_pytorch/examples__video.mp4"]     # 256x256 and 1280x720
     detector = _ShapeRecorder(RetinaFaceDetector(
         models_dir / "retinaface_mnet025/Retinaface__weights__mobilenet0.25_Final.pth"))
-    with Pipeline(detector, load_xray("random"), PipelineConfig(sample="every=5", batch_wait_ms=60_000)) as pipe:
+    # a source keeps 8 frames in flight and a batch takes up to 32: each source's window leaves room for
+    # the other's frames (with window = batch, one source's frames alone fill a batch whenever it decodes fast)
+    with Pipeline(detector, load_xray("random"), PipelineConfig(sample="every=5", batch_wait_ms=60_000,
+                                                                 detect_batch=32, inflight_frames=8)) as pipe:
         alone = [pipe.run(c) for c in clips]
         assert all(len(shapes) == 1 for shapes in detector.batches)
         together: dict = {}

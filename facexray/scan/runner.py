@@ -138,15 +138,18 @@ def record_of(result: VideoResult, cfg: ScanConfig, runner_info: dict, key: str 
     return rec
 
 
-def verdict_threshold(cfg: ScanConfig, runner_info: dict) -> float:
-    """The threshold verdicts are made with: --threshold when given, else the model's own (`describe()`)."""
+def verdict_threshold(cfg: ScanConfig, runner_info: dict) -> float | None:
+    """The threshold verdicts are made with: --threshold when given, else the model's own (`describe()`);
+    None when no model was loaded (every input failed before scoring)."""
     given = cfg.pipeline.aggregate.threshold
-    return runner_info["threshold"] if given is None else given
+    return runner_info.get("threshold") if given is None else given
 
 
-def threshold_text(cfg: ScanConfig, runner_info: dict) -> str:
-    """`verdict_threshold` and where it comes from, for the summary."""
+def threshold_text(cfg: ScanConfig, runner_info: dict) -> str | None:
+    """`verdict_threshold` and where it comes from, for the summary (None when there is none)."""
     value = verdict_threshold(cfg, runner_info)
+    if value is None:
+        return None
     if cfg.pipeline.aggregate.threshold is not None:
         return f"{value:.3f} (--threshold)"
     return f"{value:.3f} ({runner_info.get('threshold_note', 'the model')})"
