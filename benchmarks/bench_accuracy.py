@@ -3,7 +3,7 @@
 On the held-out (validation) identities of the dataset the model was trained on:
   - self-blended AUC, SBI and BI fakes separately, with the X-ray map's IoU with the true boundary;
   - the video-level false-alarm rate at the model's threshold on their real videos and photos, as
-    `scan` scores them (the calibration's own scores, re-measured here);
+    `scan` scores them (re-measured here by `calibrate`, the very scoring that chose the threshold);
   - the face-level false-alarm rate of their real faces at that threshold, clean and degraded
     (JPEG q25, ×0.3 rescaling, blur σ 1.5, unsharp masking, H.264 CRF 35).
 On ../shared/data/labeled_dev: the score and verdict of every labelled item, through the scan
@@ -31,7 +31,7 @@ from facexray.decode import IMAGE_EXTENSIONS  # noqa: E402
 from facexray.engines.xray import DEFAULT_MODEL, load_xray  # noqa: E402
 from facexray.faces.detect import DetectorConfig, RetinaFaceDetector  # noqa: E402
 from facexray.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from facexray.train.calibrate import real_sources  # noqa: E402
+from facexray.train.calibrate import calibrate  # noqa: E402
 from facexray.train.evaluate import evaluate_blended, evaluate_robustness  # noqa: E402
 
 LABELED_DEV = SHARED / "data/labeled_dev"
@@ -66,12 +66,7 @@ def main() -> None:
     out["self_blend_val"] = {b: {"auc": round(r["frame"]["auc"], 4), "n_real": r["frame"]["n_real"],
                                  "n_fake": r["frame"]["n_fake"], "identities": r["identities"], "xray": r["xray"]}
                              for b, r in blends.items()}
-    pipeline = Pipeline(RetinaFaceDetector(config=DetectorConfig(), engine="onnxruntime"), runner, PipelineConfig())
-    scores = {}
-    for src in real_sources(args.data, "val"):
-        res = pipeline.run(src).result
-        if res.score is not None:
-            scores[src] = res.score
+    scores = calibrate(args.model or DEFAULT_MODEL, args.data, engine="onnxruntime", progress=False).scores
     values = np.array(list(scores.values()))
     videos = np.array([Path(s).suffix.lower() not in IMAGE_EXTENSIONS for s in scores])
     t = runner.threshold
@@ -84,8 +79,8 @@ def main() -> None:
         "score_quantiles": {q: round(float(np.quantile(values, q)), 4) for q in (0.5, 0.9, 0.95)}}
     out["robustness_val_real_faces"] = evaluate_robustness(runner, args.data, split="val")
     if (LABELED_DEV / "LABELS.csv").exists():
-        out["labeled_dev"] = labeled_dev(pipeline)
-    pipeline.close()
+        with Pipeline(RetinaFaceDetector(config=DetectorConfig(), engine="onnxruntime"), runner, PipelineConfig()) as p:
+            out["labeled_dev"] = labeled_dev(p)
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     save(args.name, out)
 
