@@ -56,6 +56,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs TensorRT and a CUDA device"))
 
 
+@pytest.fixture(scope="session")
+def tiny_dataset(shared_dir, models_dir, tmp_path_factory) -> Path:
+    """A small prepared dataset of real faces (4 sources, 8 frames a video, 40 % of identities held out)."""
+    from facexray.faces.config import DetectorConfig
+    from facexray.train.prepare import prepare
+
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    vids = shared_dir / "data/real_videos"
+    sources = [vids / "lia", vids / "dpe", vids / "edtalk/test_data__mouth_source.mp4", shared_dir / "data/real_faces/3ddfa"]
+    prepare(sources, out, workers=1, progress=False, sample="uniform=8", val_fraction=0.4,
+            detector=DetectorConfig(
+                weights=str(models_dir / "retinaface_mnet025/Retinaface__weights__mobilenet0.25_Final.pth")),
+            landmark_weights=str(models_dir / "landmark68_cunjian/onnx__pfld.onnx"))
+    return out
+
+
 # -- live streams (facexray watch): a real GStreamer RTSP server ---------------------------------------------
 
 LIVE_CLIP = "data/real_videos/edtalk/test_data__pose_source2.mp4"

@@ -14,19 +14,6 @@ from facexray.engines.xray import WEAK_MODEL_AUC
 from facexray.models.checkpoint import read_metadata
 from facexray.train.dataset import SampleConfig, XrayDataset
 from facexray.train.loop import TrainConfig, lr_at, train
-from facexray.train.prepare import prepare
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(shared_dir, models_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny") / "data"
-    vids = shared_dir / "data/real_videos"
-    sources = [vids / "lia", vids / "dpe", vids / "edtalk/test_data__mouth_source.mp4", shared_dir / "data/real_faces/3ddfa"]
-    prepare(sources, out, workers=1, progress=False, sample="uniform=8", val_fraction=0.4,
-            detector=__import__("facexray.faces.detect", fromlist=["DetectorConfig"]).DetectorConfig(
-                weights=str(models_dir / "retinaface_mnet025/Retinaface__weights__mobilenet0.25_Final.pth")),
-            landmark_weights=str(models_dir / "landmark68_cunjian/onnx__pfld.onnx"))
-    return out
 
 
 def test_dataset_items_are_consistent_and_seeded(tiny_dataset):
@@ -247,3 +234,47 @@ def test_the_default_recipe_parses_with_its_degradations():
         SampleConfig.from_dict({"blur": 1})
     assert SampleConfig.from_dict({"blur": 1, "sbi_prob": 0.2}, strict=False).sbi_prob == 0.2
     assert TrainConfig.from_dict({"imagenet": "none"}).imagenet is None
+
+
+def test_the_second_stage_recipe_restates_only_what_changes_over_its_base():
+    root = Path(__file__).parents[1] / "configs"
+    base, stage2 = TrainConfig.from_yaml(root / "default_model.yaml"), TrainConfig.from_yaml(root / "default_model_stage2.yaml")
+    assert stage2.arch == "xray_efficientnet_lite0_f8" and stage2.init == "runs/default_model/best.safetensors"
+    assert stage2.ema_decay and stage2.seed != base.seed and stage2.val_seed == base.val_seed   # same validation set
+    assert (stage2.sample, stage2.data, stage2.batch_size) == (base.sample, base.data, base.batch_size)
+
+
+def test_init_takes_a_checkpoint_s_weights_into_another_fuse_stride_and_refuses_another_backbone(tmp_path):
+    from facexray.models import random_model, save_checkpoint
+    from facexray.train.loop import _initial_model
+
+    net, meta = random_model("xray_efficientnet_lite0", crop={"size": 256, "margin": 0.3, "align": "5pt-similarity",
+                                                                "version": 1})
+    path = save_checkpoint(net, tmp_path / "s1.safetensors", crop=meta["crop"])
+    started = _initial_model(TrainConfig(arch="xray_efficientnet_lite0_f8", init=str(path)))
+    assert started.fuse_stride == 8
+    assert all(torch.equal(a, b) for a, b in zip(started.state_dict().values(), net.state_dict().values()))
+    with pytest.raises(ValueError, match="does not fit xray_hrnet_w18_small_v2"):
+        _initial_model(TrainConfig(arch="xray_hrnet_w18_small_v2", init=str(path)))
+
+
+def test_ema_weights_are_the_ones_validated_and_a_resumed_run_keeps_its_clock(tiny_dataset, tmp_path):
+    from facexray.models.checkpoint import load_checkpoint
+
+    cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "run"), epochs=1, batch_size=4, workers=0,
+                      steps_per_epoch=3, lr=1e-3, warmup_steps=1, ema_decay=0.5, time_budget_s=1000.0)
+    train(cfg)
+    state = torch.load(tmp_path / "run/last.state.pt", weights_only=True)
+    first = json.loads(state["state"])
+    saved = load_checkpoint(tmp_path / "run/last.safetensors")[0].state_dict()
+    ema = {k.removeprefix("module."): v for k, v in state["ema"].items()}
+    raw = state["model"]
+    assert all(torch.equal(saved[k], ema[k]) for k in saved)                 # the checkpoint holds the average,
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved if saved[k].is_floating_point())   # not the raw weights
+    assert first["elapsed_s"] > 0
+    # resumed with a budget the first run already spent: the clock goes on, so the cosine is at its end
+    res = train(TrainConfig(**{**cfg.__dict__, "epochs": 2, "time_budget_s": first["elapsed_s"]}), resume=True)
+    later = json.loads(torch.load(tmp_path / "run/last.state.pt", weights_only=True)["state"])
+    assert res.epochs_run == 2 and later["step"] == 4 and later["elapsed_s"] > first["elapsed_s"]   # one step, out of time
+    log = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert next(r["lr"] for r in log if r.get("step") == 4 and "lr" in r) == 0.0

@@ -5,7 +5,10 @@ the predicted map and the 4·M·(1−M) target. Each epoch ends with validation 
 held-out identities' split (a FIXED set of real and blended faces: same seed every
 epoch); the checkpoint with the best validation AUC is kept as `best.safetensors`,
 never one chosen on the training split. `last.safetensors` + `last.state.pt` let
-`--resume` continue exactly where a run stopped.
+`--resume` continue exactly where a run stopped (the time budget counts the whole run).
+With `ema_decay` the weights validated and saved are an exponential moving average of
+the trained ones. `init` starts a new run (fresh optimiser and schedule) from another
+run's checkpoint, e.g. a second stage with a new learning-rate cycle.
 
 Example (config as YAML; any field of `TrainConfig`, `sample:` holds `SampleConfig`)::
 
@@ -50,15 +53,19 @@ class TrainConfig:
     out: str = "runs/xray"
     arch: str = DEFAULT_ARCH
     imagenet: str | None = "auto"   # backbone start: "auto" (the installed package's ImageNet weights), a path, or None
+    init: str | None = None         # a facexray checkpoint to start from instead (same weights, e.g. another
+                                    # fuse stride of its backbone; `imagenet` then unused)
     epochs: int = 10
     batch_size: int = 16
     lr: float = 3e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     grad_clip: float = 5.0
+    ema_decay: float | None = None  # validate and save an EMA of the weights (e.g. 0.998), not the raw ones
     xray_weight: float = 10.0
     workers: int = 2
-    seed: int = 0
+    seed: int = 0                   # the training draws (a second stage takes another seed: new blends)
+    val_seed: int = 1               # the fixed validation draw, the same across stages so AUCs compare
     device: str = "cpu"
     amp: bool = True
     channels_last: bool = True      # NHWC activations (the layout the CPU and CUDA conv kernels prefer)
@@ -84,11 +91,20 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
-        import yaml
+        return cls.from_dict({**_read_recipe(Path(path)), **{k: v for k, v in overrides.items() if v is not None}})
 
-        d = yaml.safe_load(Path(path).read_text()) or {}
-        d.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(d)
+
+def _read_recipe(path: Path) -> dict:
+    """A recipe's mapping; `base: other.yaml` (relative to this file) is read first and this one
+    overrides its keys (`sample:` key by key), so a second stage restates only what changes."""
+    import yaml
+
+    d = yaml.safe_load(path.read_text()) or {}
+    if "base" not in d:
+        return d
+    base = _read_recipe(path.parent / d.pop("base"))
+    sample = {**base.get("sample", {}), **d.pop("sample", {})}
+    return {**base, **d, **({"sample": sample} if sample else {})}
 
 
 @dataclass
@@ -156,7 +172,17 @@ def _run_provenance(cfg: TrainConfig) -> dict:
                  "val_identities": split_ids["val"],
                  "sources": sorted({r["source"] for r in recs})},
         "git_commit": _git_commit(), "facexray_version": __version__, "torch": torch.__version__,
+        **({"init": _init_provenance(cfg.init)} if cfg.init else {}),
     }
+
+
+def _init_provenance(path: str) -> dict:
+    """What a run started from: that checkpoint's own recipe, validation and origin (a chain of stages)."""
+    from ..models.checkpoint import read_metadata
+
+    prov = read_metadata(path).get("provenance") or {}
+    return {"path": str(path), **{k: prov[k] for k in ("recipe", "validation", "epoch", "date", "git_commit", "init")
+                                  if k in prov}}
 
 
 @torch.inference_mode()
@@ -169,6 +195,19 @@ def validate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
         probs.append(prob.float().cpu().numpy())
         labels.append(batch["label"].numpy())
     return binary_metrics(np.concatenate(labels), np.concatenate(probs))
+
+
+def _initial_model(cfg: TrainConfig) -> torch.nn.Module:
+    """The network a run starts from: `init`'s weights in `arch` when given, else `arch` on its `imagenet` start."""
+    if not cfg.init:
+        return create_model(cfg.arch, backbone_weights=cfg.imagenet)
+    start, meta = load_checkpoint(cfg.init)
+    model = create_model(cfg.arch)
+    try:
+        model.load_state_dict(start.state_dict())
+    except RuntimeError as e:   # another backbone: the weights do not fit
+        raise ValueError(f"init checkpoint {cfg.init} ({meta.get('arch')}) does not fit {cfg.arch}: {e}") from None
+    return model
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
@@ -195,11 +234,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
     torch.manual_seed(cfg.seed)
     crop = CropSpec()
     train_ds = XrayDataset(cfg.data, "train", cfg.sample, seed=cfg.seed, crop=crop, train=True)
-    val_ds = XrayDataset(cfg.data, "val", cfg.sample, seed=cfg.seed + 1, crop=crop, train=False)
+    val_ds = XrayDataset(cfg.data, "val", cfg.sample, seed=cfg.val_seed, crop=crop, train=False)
     cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = cuda     # fixed input sizes: let cuDNN pick its fastest kernels once
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers, pin_memory=cuda)
-    model = create_model(cfg.arch, backbone_weights=cfg.imagenet).to(device)
+    model = _initial_model(cfg).to(device)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -211,15 +250,23 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
     train_ds.passes = math.ceil(steps_per_epoch * cfg.batch_size / len(train_ds))
     total = steps_per_epoch * cfg.epochs
     log_path = out / "metrics.jsonl"
-    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "history": []}
+    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "history": [], "elapsed_s": 0.0}
+    saved = None
     if resume and (out / "last.state.pt").exists():
-        model.load_state_dict(load_checkpoint(out / "last.safetensors", device=device)[0].state_dict())
         saved = torch.load(out / "last.state.pt", map_location=device, weights_only=True)
+        model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
-        state = json.loads(saved["state"])
+        state = {"elapsed_s": 0.0, **json.loads(saved["state"])}
+    ema = None
+    if cfg.ema_decay:
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if saved is not None and "ema" in saved:
+            ema.load_state_dict(saved["ema"])
+    kept = ema.module if ema is not None else model     # the weights validated and saved
     run_provenance = _run_provenance(cfg)
-    t_start = time.monotonic()
+    t_start = time.monotonic() - state["elapsed_s"]
     out_of_time = False
     with open(log_path, "a") as log:
         while state["epoch"] < cfg.epochs and not out_of_time:
@@ -251,6 +298,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 scaler.step(opt)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(model)
                 state["step"] += 1
                 seen += len(batch["label"])
                 rate = seen / (time.monotonic() - t_epoch)
@@ -264,19 +313,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
                     out_of_time = True
                     break
             bar.close()
-            metrics = validate(model, val_loader, device)
+            metrics = validate(kept, val_loader, device)
             state["epoch"] = epoch + 1
+            state["elapsed_s"] = time.monotonic() - t_start
             record = {"epoch": epoch, "step": state["step"], **{f"val_{k}": v for k, v in metrics.items()}}
             state["history"].append(record)
             log.write(json.dumps(record) + "\n")
             log.flush()
             prov = {**run_provenance, "epoch": epoch, "validation": metrics,
                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            save_checkpoint(model, out / "last.safetensors", crop=crop.to_dict(), provenance=prov)
+            save_checkpoint(kept, out / "last.safetensors", crop=crop.to_dict(), provenance=prov)
             if metrics["auc"] > state["best_auc"]:
                 state["best_auc"] = metrics["auc"]
-                save_checkpoint(model, out / "best.safetensors", crop=crop.to_dict(), provenance=prov)
-            torch.save({"optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "state": json.dumps(state)},
+                save_checkpoint(kept, out / "best.safetensors", crop=crop.to_dict(), provenance=prov)
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                        **({"ema": ema.state_dict()} if ema is not None else {}), "state": json.dumps(state)},
                        out / "last.state.pt")
             if progress:
                 tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: step {state['step']}, validation AUC {metrics['auc']:.4f}"
