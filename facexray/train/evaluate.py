@@ -26,6 +26,7 @@ import numpy as np
 
 from ..aggregate import track_score
 from ..engines.xray import XrayRunner
+from .degrade import DEGRADATIONS
 from .index import read_index
 from .metrics import binary_metrics
 
@@ -110,17 +111,19 @@ def xray_iou(pred: np.ndarray, target: np.ndarray, level: float = XRAY_LEVEL) ->
 
 
 def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi", split: str = "val",
-                     batch: int = 16, threshold: float = 0.5) -> dict:
+                     batch: int = 16, threshold: float = 0.5, degrade: str | None = None) -> dict:
     """Frame-level metrics on the real faces of a dataset split and fakes blended from them, and the
     quality of the X-ray maps: on the fakes, the IoU of map and true boundary (`xray_iou`); on the
     real faces, the share of map cells at or above `XRAY_LEVEL` (ideally none).
 
     The items are made as the training validation makes them (`XrayDataset(train=False)`):
-    with the sample settings and seed + 1 of the recipe the checkpoint records (`SampleConfig()`
+    with the sample settings and validation seed of the recipe the checkpoint records (`SampleConfig()`
     and seed 1 for a model without one), so `blend="mix"` on the training dataset reproduces the
     validation AUC the checkpoint records. Each face is kept real or blended with probability
     `fake_prob`; `blend` says which fakes: "sbi" (self-blended), "bi" (Face X-ray with a neighbour
-    of another identity) or "mix" (the recipe's share of each).
+    of another identity) or "mix" (the recipe's share of each). `degrade` (a name of
+    `degrade.DEGRADATIONS`) degrades every item, real and blended, before it is scored: how well
+    blends are still told apart in, e.g., a JPEG-compressed picture.
     """
     from dataclasses import replace
 
@@ -131,11 +134,13 @@ def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi"
     recipe = (runner.metadata.get("provenance") or {}).get("recipe") or {}
     base = SampleConfig.from_dict(recipe.get("sample") or {}, strict=False)
     cfg = base if BLENDS[blend] is None else replace(base, sbi_prob=BLENDS[blend])
-    ds = XrayDataset(dataset, split, cfg, seed=recipe.get("seed", 0) + 1, crop=runner.crop_spec, train=False)
+    ds = XrayDataset(dataset, split, cfg, seed=recipe.get("val_seed", recipe.get("seed", 0) + 1),
+                     crop=runner.crop_spec, train=False)
+    worse = DEGRADATIONS[degrade] if degrade else (lambda im: im)
     labels, scores, ious, real_cells = [], [], [], []
     for i in range(0, len(ds), batch):
         items = [ds[j] for j in range(i, min(i + batch, len(ds)))]
-        crops = np.stack([it["image"].permute(1, 2, 0).numpy() for it in items])
+        crops = np.stack([worse(np.ascontiguousarray(it["image"].permute(1, 2, 0).numpy())) for it in items])
         probs, maps = runner(crops)
         scores.extend(probs.tolist())
         labels.extend(int(it["label"]) for it in items)
@@ -144,7 +149,7 @@ def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi"
                 ious.append(xray_iou(m, it["xray"].numpy()))
             else:
                 real_cells.append(float((m >= XRAY_LEVEL).mean()))
-    return {"blend": blend, "split": split, "identities": len({r["identity"] for r in ds.records}),
+    return {"blend": blend, "split": split, "degrade": degrade, "identities": len({r["identity"] for r in ds.records}),
             "frame": binary_metrics(np.array(labels), np.array(scores), threshold),
             "xray": {"level": XRAY_LEVEL, "fake_iou_mean": float(np.mean(ious)) if ious else None,
                      "fake_iou_median": float(np.median(ious)) if ious else None,
@@ -159,7 +164,6 @@ def evaluate_robustness(runner: XrayRunner, dataset: str | Path, split: str = "v
     degraded; a face is a false alarm when its score reaches `threshold` (default: the model's
     video threshold, `runner.threshold`).
     """
-    from .degrade import DEGRADATIONS
 
     threshold = runner.threshold if threshold is None else threshold
     recs = [r for r in read_index(dataset, split) if r["label"] == "real"]
@@ -214,7 +218,7 @@ def rows_of_layout(folder: str | Path) -> list[dict]:
 
 
 def evaluate(source: str | Path, runner: XrayRunner, split: str | None = None, sample: str | None = None,
-             blend: str | None = None, robustness: bool = False) -> dict:
+             blend: str | None = None, robustness: bool = False, degrade: str | None = None) -> dict:
     """Evaluate `runner` on a prepared dataset (a folder with index.jsonl: its crops, with `blend`
     its faces against fakes blended from them, with `robustness` its real faces degraded), a CSV
     of labelled files, or a folder in the FF++ layout (both through the scan pipeline)."""
@@ -223,10 +227,13 @@ def evaluate(source: str | Path, runner: XrayRunner, split: str | None = None, s
         if robustness:
             return evaluate_robustness(runner, source, split=split or "val")
         if blend:
-            return evaluate_blended(runner, source, blend, split=split or "val", threshold=runner.threshold)
+            return evaluate_blended(runner, source, blend, split=split or "val", threshold=runner.threshold,
+                                    degrade=degrade)
         return evaluate_index(runner, source, split=split, threshold=runner.threshold)
     if blend or robustness:
         raise ValueError("--blend and --robustness need a prepared dataset (a folder with index.jsonl)")
+    if degrade:
+        raise ValueError("--degrade goes with --blend")
     rows = rows_of_layout(source) if source.is_dir() else read_csv(source)
     from dataclasses import replace
 
