@@ -125,6 +125,11 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
                    help=f"frames gathered from all videos for one detector call (default {pipe.detect_batch}); "
                         f"the network takes them {DEFAULT_BATCH['cpu']['detect']} at a time on CPU, "
                         f"{DEFAULT_BATCH['cuda']['detect']} on CUDA (its measured best, engines.DEFAULT_BATCH)")
+    p.add_argument("--detect-interval", type=NON_NEGATIVE, default=pipe.detect_interval_s, metavar="SECONDS",
+                   dest="detect_interval_s",
+                   help="a frame within this much video time of the last detected one reuses its faces instead of "
+                        f"running the detector (default {pipe.detect_interval_s}: every other frame of a 25-30 fps "
+                        "--sample all scan; sparse sampling always detects); 0 detects every frame")
     p.add_argument("--xray-batch", type=POSITIVE_INT, default=pipe.xray_batch,
                    help="faces per X-ray batch (default: the best measured for the device, "
                         f"{DEFAULT_BATCH['cpu']['xray']} on CPU, {DEFAULT_BATCH['cuda']['xray']} on CUDA)")
@@ -195,7 +200,7 @@ def _scan_config(a: argparse.Namespace):
         detector=replace(DetectorConfig(), weights=a.detector_weights, min_face=a.min_face,
                          score_threshold=a.det_threshold),
         pipeline=replace(PipelineConfig(), sample=a.sample, detect_batch=a.detect_batch, xray_batch=a.xray_batch,
-                         decoder=a.decoder,
+                         decoder=a.decoder, detect_interval_s=a.detect_interval_s,
                          aggregate=replace(AggregateConfig(), threshold=a.threshold, top_k=a.top_k)),
         evidence=EvidenceConfig(annotate_dir=getattr(a, "annotate", None), report=getattr(a, "report", None),
                                 html=replace(ReportConfig(), threshold=a.threshold)),
@@ -336,6 +341,8 @@ def _run_train(a: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from .train.degrade import DEGRADATIONS
+
     p = sub.add_parser("eval", help=COMMANDS["eval"],
                        description="Evaluate an X-ray model on a prepared dataset (its stored crops), on labelled "
                                    "files listed in a CSV with columns path,label[,video][,method], or on a folder "
@@ -347,6 +354,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="with a dataset of real faces: score them against fakes blended from them as the training "
                         "validation does (sbi = self-blended, bi = Face X-ray pairs, mix = the recipe's); "
                         "split default val")
+    p.add_argument("--degrade", choices=list(DEGRADATIONS),
+                   help="with --blend: degrade every face, real and blended, before scoring (e.g. jpeg_q25: "
+                        "are blends still told apart in compressed pictures)")
     p.add_argument("--robustness", action="store_true",
                    help="with a dataset: how often its real faces (split default val) are called fake at the model's "
                         "threshold, as they are and after JPEG q25, x0.3 rescaling, blur, sharpening and H.264 CRF 35")
@@ -371,7 +381,8 @@ def _run_eval(a: argparse.Namespace) -> int:
         print(f"facexray eval: {e}", file=sys.stderr)
         return 3
     try:
-        res = evaluate(a.input, runner, split=a.split, sample=a.sample, blend=a.blend, robustness=a.robustness)
+        res = evaluate(a.input, runner, split=a.split, sample=a.sample, blend=a.blend, robustness=a.robustness,
+                       degrade=a.degrade)
     except ValueError as e:
         print(f"facexray eval: {e}", file=sys.stderr)
         return 2
@@ -434,13 +445,17 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                                    "(crop spec, provenance), runnable with `scan --model FILE.onnx`.")
     p.add_argument("checkpoint", metavar="CHECKPOINT.safetensors")
     p.add_argument("--out", "-o", required=True, metavar="FILE.onnx")
+    p.add_argument("--int8", metavar="DATASET",
+                   help="quantize to int8 (ONNX Runtime static QDQ), calibrated on this prepared dataset's "
+                        "training faces; check it with `facexray eval DATASET --blend mix --model FILE.onnx` "
+                        "against the float model before trusting it")
     p.set_defaults(func=_run_export)
 
 
 def _run_export(a: argparse.Namespace) -> int:
     from .engines.xray import export_xray_onnx
 
-    print(f"wrote {export_xray_onnx(a.checkpoint, a.out)}")
+    print(f"wrote {export_xray_onnx(a.checkpoint, a.out, int8_calibration=a.int8)}")
     return 0
 
 

@@ -56,9 +56,17 @@ class PipelineConfig:
     a source is blocked on it. Each source keeps at most `inflight_frames` (None:
     `detect_batch`) frames in each of the two stages. `decoder` auto | pyav | dali
     (`decode.select_decoder`: auto takes DALI on a CUDA detector where it can).
+
+    `detect_interval_s`: a frame less than this much video time after the last frame the
+    detector saw takes that frame's faces (boxes, landmarks, tracks) instead of a detection
+    of its own, as DeepStream's `interval` does; every frame is still cropped and scored.
+    In time rather than frames, so that it means the same face motion at any frame rate and
+    never applies to sparse sampling (`uniform=N`, a 2 fps stream): with 0.05 s, a 25 or 30 fps
+    `--sample all` scan detects every other frame (README, "Benchmarks", has what it saves and changes).
     """
 
     sample: str = DEFAULT_SAMPLE
+    detect_interval_s: float = 0.05
     detect_batch: int = 16
     xray_batch: int | None = None
     batch_wait_ms: float = 50.0
@@ -115,6 +123,29 @@ def _decode_into(source: str, sample: SampleSpec, threads: int, q: queue.Queue, 
     finally:
         info["decode_s"] = time.perf_counter() - t0
         _put(q, _END, stop)
+
+
+@dataclass
+class _Pending:
+    """A frame of `score_frames` before cropping: its detector call (None: the detector skips it), then its faces."""
+
+    frame: Frame
+    future: Future | None
+    faces: list[Face] | None = None
+
+
+def _between(before: list[Face], after: list[Face], frame: Frame) -> list[Face]:
+    """The faces of a frame the detector skipped: the last detected frame's, each moved linearly (box and
+    landmarks, by time) towards its track's face in the next detected frame, or held where that has none."""
+    later = {f.track_id: f for f in after}
+    out = []
+    for f in before:
+        g = later.get(f.track_id)
+        w = 0.0 if g is None or g.pts <= f.pts else (frame.pts - f.pts) / (g.pts - f.pts)
+        box, lm = (f.box, f.landmarks) if g is None else (f.box + w * (g.box - f.box),
+                                                          f.landmarks + w * (g.landmarks - f.landmarks))
+        out.append(Face(frame.index, frame.pts, box.astype(np.float32), f.score, lm.astype(np.float32), f.track_id))
+    return out
 
 
 class Pipeline:
@@ -219,18 +250,38 @@ class Pipeline:
         tracker = tracker or FaceTracker()
         timer = timer if timer is not None else defaultdict(float)
         window = max(1, inflight or self.inflight_frames)
-        detecting: deque[tuple[Frame, Future]] = deque()
+        detecting: deque[_Pending] = deque()
         scoring: deque[tuple[Frame, list[Face], list[Future]]] = deque()
+        last: list[Face] = []
+
+        def detected(p: _Pending) -> list[Face]:
+            if p.faces is None:
+                det, share = self._detect.result(p.future)
+                timer["detect_s"] += share
+                order = np.argsort(-det.scores)[:self.config.max_faces_per_frame]
+                p.faces = [Face(p.frame.index, p.frame.pts, det.boxes[k], float(det.scores[k]), det.landmarks[k], tid)
+                           for k, tid in zip(order, tracker.update(det.boxes[order], det.landmarks[order]))]
+            return p.faces
+
+        def ready(p: _Pending, block: bool) -> bool:
+            return block or p.faces is not None or p.future.done()
 
         def to_xray(block: bool) -> None:
-            while detecting and (block or detecting[0][1].done()):
-                frame, fut = detecting.popleft()
-                det, share = self._detect.result(fut)
-                timer["detect_s"] += share
+            nonlocal last
+            while detecting:
+                head = detecting[0]
+                if head.future is not None:
+                    if not ready(head, block):
+                        return
+                    faces = last = detected(head)
+                else:   # carried: between the last detected frame and the next one, where that one is known
+                    following = next((p for p in detecting if p.future is not None), None)
+                    if following is None and not block or following is not None and not ready(following, block):
+                        return
+                    faces = _between(last, detected(following) if following else [], head.frame)
+                detecting.popleft()
                 t = time.perf_counter()
-                order = np.argsort(-det.scores)[:self.config.max_faces_per_frame]
-                faces = [Face(frame.index, frame.pts, det.boxes[k], float(det.scores[k]), det.landmarks[k], tid)
-                         for k, tid in zip(order, tracker.update(det.boxes[order], det.landmarks[order]))]
+                frame = head.frame
                 if isinstance(frame.image, torch.Tensor):   # GPU path: the pixels stay on the device
                     crops = list(crop_faces_torch(frame.image[None], [f.landmarks for f in faces], [0] * len(faces),
                                                   self.crop_spec)[0])
@@ -251,8 +302,13 @@ class Pipeline:
                 yield FrameResult(frame, out)
                 block = False
 
+        detected_pts = None
         for frame in frames:
-            detecting.append((frame, self._detect.submit(frame.image)))
+            if detected_pts is not None and 0 <= frame.pts - detected_pts < self.config.detect_interval_s:
+                detecting.append(_Pending(frame, None))
+            else:
+                detecting.append(_Pending(frame, self._detect.submit(frame.image)))
+                detected_pts = frame.pts
             to_xray(block=len(detecting) >= window)
             yield from finished(block=len(scoring) >= window)
         while detecting:
