@@ -8,8 +8,11 @@ to verdict (from the `facexray_frame_latency_seconds` buckets, interpolated as P
 `histogram_quantile` does). N holds when every stream is analysed at >= 90 % of 2 fps in both
 halves, the p95 stays under `LATENCY_BOUND_S`, and the second half's p95 is no more than 1.5x
 the first's (+0.1 s): latency is not growing. N = 1 is the baseline of the same run.
+Each half also profiles the stages (`facexray_stage_seconds`): the share of the wall time each
+network stage (detect, crop, X-ray) was busy, and its milliseconds per analysed frame.
 
     python benchmarks/bench_watch.py [--seconds 24] [--max-n 12]   → benchmarks/results/watch.json
+    python benchmarks/bench_watch.py --streams 1,4,8 --name watch_profile   (those N only)
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ TOOL = SHARED / "tools/rtsp_server_gst.py"
 ANALYSIS_FPS = 2.0
 LATENCY_BOUND_S = 1.0
 WARMUP_S = 6.0
+STAGES = ("detect", "crop", "xray")
 
 
 def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
@@ -64,6 +68,7 @@ def snapshot(watch: Watch, names: list[str]) -> dict:
     return {"t": time.monotonic(), "buckets": buckets,
             "analyzed": {n: reg.get_sample_value("facexray_frames_analyzed_total", {"stream": n}) or 0.0
                          for n in names},
+            "stage_s": {st: reg.get_sample_value("facexray_stage_seconds_sum", {"stage": st}) or 0.0 for st in STAGES},
             "dropped_queue": sum(reg.get_sample_value("facexray_frames_dropped_total",
                                                       {"stream": n, "reason": "queue_full"}) or 0.0 for n in names)}
 
@@ -72,7 +77,11 @@ def half(a: dict, b: dict) -> dict:
     dt = b["t"] - a["t"]
     fps = {n: (b["analyzed"][n] - a["analyzed"][n]) / dt for n in a["analyzed"]}
     delta = [(ub, cb - ca) for (ub, cb), (_, ca) in zip(b["buckets"], a["buckets"])]
-    return {"seconds": round(dt, 2), "min_stream_fps": round(min(fps.values()), 3),
+    frames = max(1.0, sum(b["analyzed"].values()) - sum(a["analyzed"].values()))
+    busy = {st: b["stage_s"][st] - a["stage_s"][st] for st in STAGES}
+    return {"stage_busy_share": {st: round(v / dt, 3) for st, v in busy.items()},
+            "stage_ms_per_frame": {st: round(1000 * v / frames, 1) for st, v in busy.items()},
+            "seconds": round(dt, 2), "min_stream_fps": round(min(fps.values()), 3),
             "mean_stream_fps": round(sum(fps.values()) / len(fps), 3),
             "latency_p50_s": _round(quantile(0.5, delta)), "latency_p95_s": _round(quantile(0.95, delta)),
             "frames": int(delta[-1][1]), "dropped_queue_full": int(b["dropped_queue"] - a["dropped_queue"])}
@@ -128,6 +137,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=24.0, help="measured seconds per N (two halves)")
     ap.add_argument("--max-n", type=int, default=12)
     ap.add_argument("--model", default=None, help="X-ray model (default: the shipped one; 'random' for its shape)")
+    ap.add_argument("--streams", help="measure exactly these N (comma-separated) instead of searching the largest")
+    ap.add_argument("--name", default="watch", help="results file name (benchmarks/results/NAME.json)")
     a = ap.parse_args()
     why = gst_rtsp_missing()
     if why or not CLIP.exists():
@@ -143,14 +154,17 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             events = Path(tmp) / "events.jsonl"
             n, best = 1, 0
-            while n <= a.max_n:                      # 1, 2, 3, 4, 6, 8, 10, 12: until one falls behind
+            for n in map(int, (a.streams or "").split(",") if a.streams else []):
+                rows.append(measure(server, n, a.seconds, events, a.model))
+                best = max(best, n) if rows[-1]["holds"] else best
+            while not a.streams and n <= a.max_n:                      # 1, 2, 3, 4, 6, 8, 10, 12: until one falls behind
                 row = measure(server, n, a.seconds, events, a.model)
                 rows.append(row)
                 if not row["holds"]:
                     break
                 best = n
                 n = n + 1 if n < 4 else n + 2
-            if rows[-1]["holds"] is False and rows[-1]["streams"] - best > 1:
+            if not a.streams and rows[-1]["holds"] is False and rows[-1]["streams"] - best > 1:
                 mid = best + 1                        # the step skipped one N: try it
                 row = measure(server, mid, a.seconds, events, a.model)
                 rows.append(row)
@@ -158,7 +172,7 @@ def main() -> int:
     finally:
         server.kill()
     base = rows[0]
-    save("watch", {
+    save(a.name, {
         "benchmark": "facexray watch: live RTSP streams of one real clip (25 fps, 256²) at 2 analysed fps each",
         "machine": env,
         "clip": str(CLIP.relative_to(SHARED)),

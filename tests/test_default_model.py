@@ -10,6 +10,7 @@ from facexray.cli import main
 from facexray.engines.xray import DEFAULT_MODEL, load_xray
 from facexray.faces.detect import DetectorConfig
 from facexray.models.checkpoint import read_metadata
+from facexray.models.xray import DEFAULT_ARCH
 from facexray.train.evaluate import evaluate_blended, evaluate_robustness
 from facexray.train.prepare import prepare
 
@@ -24,7 +25,9 @@ def test_default_model_is_small_and_records_its_recipe_data_and_threshold():
     assert DEFAULT_MODEL.stat().st_size <= MAX_BYTES
     meta = read_metadata(DEFAULT_MODEL)
     prov = meta["provenance"]
-    assert meta["arch"] == prov["recipe"]["arch"] == "xray_efficientnet_lite0" and meta["crop"]["size"] == 256
+    assert meta["arch"] == DEFAULT_ARCH and meta["crop"]["size"] == 256
+    # trained as the recipe says; served in an architecture with the very same weights (converted_from)
+    assert prov["recipe"]["arch"] == meta.get("converted_from", {}).get("arch", meta["arch"])
     data = prov["data"]
     assert len(data["index_sha256"]) == 64 and data["faces"]["train"] > 1000 and data["identities"]["val"] > 10
     # trained only on the real faces of ../shared: every source lies under real_videos, real_faces or real_more
