@@ -276,7 +276,7 @@ class Pipeline:
                     faces = last = detected(head)
                 else:   # carried: between the last detected frame and the next one, where that one is known
                     following = next((p for p in detecting if p.future is not None), None)
-                    if following is None and not block or following is not None and not ready(following, block):
+                    if (following is None and not block) or (following is not None and not ready(following, block)):
                         return
                     faces = _between(last, detected(following) if following else [], head.frame)
                 detecting.popleft()

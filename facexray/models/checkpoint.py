@@ -109,20 +109,26 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def convert_checkpoint(path: str | Path, arch: str, out: str | Path) -> Path:
-    """Write `path`'s weights, metadata and provenance as architecture `arch` to `out`: for architectures
-    that share every weight and differ in how they compute (e.g. `xray_efficientnet_lite0` and its
-    `_f8` variant, which fuses the branches at 1/8). The metadata's `converted_from` names the
-    architecture the weights were trained in; scores change, so measure (and calibrate) again.
-
-    Raises ValueError when the weights do not fit `arch`.
-    """
+def load_checkpoint_as(path: str | Path, arch: str) -> tuple[XrayNet, dict[str, Any]]:
+    """`path`'s weights in architecture `arch`, one that has the very same weights and differs in how it
+    computes (e.g. `xray_efficientnet_lite0` and its `_f8` variant, which fuses the branches at 1/8);
+    returns (model in eval mode, the checkpoint's metadata). Raises ValueError when they do not fit."""
     model, meta = load_checkpoint(path)
+    if meta["arch"] == arch:
+        return model, meta
     target = XrayNet(arch)
     try:
         target.load_state_dict(model.state_dict())
     except RuntimeError as e:
         raise ValueError(f"{path} ({meta['arch']}) does not fit {arch}: {e}") from None
+    return target.eval(), meta
+
+
+def convert_checkpoint(path: str | Path, arch: str, out: str | Path) -> Path:
+    """Write `path`'s weights, metadata and provenance as architecture `arch` to `out` (see
+    `load_checkpoint_as`). The metadata's `converted_from` names the architecture the weights were
+    trained in; scores change, so its calibration is dropped: measure and calibrate again."""
+    target, meta = load_checkpoint_as(path, arch)
     extra = {k: v for k, v in meta.items() if k not in RESERVED_FIELDS and k != "calibration"}
     extra["converted_from"] = {"arch": meta["arch"], "file": Path(path).name}
     return save_checkpoint(target, out, crop=meta["crop"], provenance=meta.get("provenance"), extra=extra,

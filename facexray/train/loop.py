@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..faces.crop import CropSpec
-from ..models.checkpoint import load_checkpoint, save_checkpoint
+from ..models.checkpoint import load_checkpoint, load_checkpoint_as, save_checkpoint
 from ..models.xray import DEFAULT_ARCH, XRAY_STRIDE, create_model
 from .dataset import SampleConfig, XrayDataset, model_input
 from .index import read_index
@@ -201,13 +201,7 @@ def _initial_model(cfg: TrainConfig) -> torch.nn.Module:
     """The network a run starts from: `init`'s weights in `arch` when given, else `arch` on its `imagenet` start."""
     if not cfg.init:
         return create_model(cfg.arch, backbone_weights=cfg.imagenet)
-    start, meta = load_checkpoint(cfg.init)
-    model = create_model(cfg.arch)
-    try:
-        model.load_state_dict(start.state_dict())
-    except RuntimeError as e:   # another backbone: the weights do not fit
-        raise ValueError(f"init checkpoint {cfg.init} ({meta.get('arch')}) does not fit {cfg.arch}: {e}") from None
-    return model
+    return load_checkpoint_as(cfg.init, cfg.arch)[0]
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
@@ -254,7 +248,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
     saved = None
     if resume and (out / "last.state.pt").exists():
         saved = torch.load(out / "last.state.pt", map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
+        model.load_state_dict(saved["model"] if "model" in saved else     # a run saved before EMA existed
+                              load_checkpoint(out / "last.safetensors", device=device)[0].state_dict())
         opt.load_state_dict(saved["optimizer"])
         scaler.load_state_dict(saved["scaler"])
         state = {"elapsed_s": 0.0, **json.loads(saved["state"])}
