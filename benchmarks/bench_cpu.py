@@ -33,7 +33,7 @@ from facexray.engines import create_engine, default_batch  # noqa: E402
 from facexray.engines.xray import DEFAULT_MODEL, XrayRunner, load_xray  # noqa: E402
 from facexray.faces.crop import CropSpec, crop_face  # noqa: E402
 from facexray.faces.detect import RetinaFaceDetector  # noqa: E402
-from facexray.models import OUTPUT_NAMES, random_model  # noqa: E402
+from facexray.models import OUTPUT_NAMES, random_model, read_metadata  # noqa: E402
 from facexray.pipeline import Pipeline, PipelineConfig  # noqa: E402
 
 ARCHS = ("xray_efficientnet_lite0_f8", "xray_efficientnet_lite0", "xray_hrnet_w18_small_v2")
@@ -61,7 +61,7 @@ def naive_loop(path, detector: RetinaFaceDetector, xray) -> int:
 
 def xray_runner(arch: str, engine: str) -> XrayRunner:
     """The shipped model where it has this architecture (same speed as any weights), else random weights."""
-    if DEFAULT_MODEL.exists() and load_xray(None, engine="torch").metadata["arch"] == arch:
+    if DEFAULT_MODEL.exists() and read_metadata(DEFAULT_MODEL)["arch"] == arch:
         return load_xray(None, engine=engine)
     net, meta = random_model(arch, crop=CropSpec().to_dict())
     return XrayRunner(create_engine(engine, net, OUTPUT_NAMES, (1, 3, 256, 256), key=f"random-{arch}"), meta, arch)

@@ -153,22 +153,25 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             events = Path(tmp) / "events.jsonl"
-            n, best = 1, 0
-            for n in map(int, (a.streams or "").split(",") if a.streams else []):
-                rows.append(measure(server, n, a.seconds, events, a.model))
-                best = max(best, n) if rows[-1]["holds"] else best
-            while not a.streams and n <= a.max_n:                      # 1, 2, 3, 4, 6, 8, 10, 12: until one falls behind
-                row = measure(server, n, a.seconds, events, a.model)
-                rows.append(row)
-                if not row["holds"]:
-                    break
-                best = n
-                n = n + 1 if n < 4 else n + 2
-            if not a.streams and rows[-1]["holds"] is False and rows[-1]["streams"] - best > 1:
-                mid = best + 1                        # the step skipped one N: try it
-                row = measure(server, mid, a.seconds, events, a.model)
-                rows.append(row)
-                best = mid if row["holds"] else best
+            best = 0
+            if a.streams:                                   # exactly these N
+                for n in map(int, a.streams.split(",")):
+                    rows.append(measure(server, n, a.seconds, events, a.model))
+                    best = max(best, n) if rows[-1]["holds"] else best
+            else:
+                n = 1
+                while n <= a.max_n:                         # 1, 2, 3, 4, 6, 8, 10, 12: until one falls behind
+                    row = measure(server, n, a.seconds, events, a.model)
+                    rows.append(row)
+                    if not row["holds"]:
+                        break
+                    best = n
+                    n = n + 1 if n < 4 else n + 2
+                if rows[-1]["holds"] is False and rows[-1]["streams"] - best > 1:
+                    mid = best + 1                          # the step skipped one N: try it
+                    row = measure(server, mid, a.seconds, events, a.model)
+                    rows.append(row)
+                    best = mid if row["holds"] else best
     finally:
         server.kill()
     base = rows[0]

@@ -141,9 +141,10 @@ def _between(before: list[Face], after: list[Face], frame: Frame) -> list[Face]:
     out = []
     for f in before:
         g = later.get(f.track_id)
-        w = 0.0 if g is None or g.pts <= f.pts else (frame.pts - f.pts) / (g.pts - f.pts)
-        box, lm = (f.box, f.landmarks) if g is None else (f.box + w * (g.box - f.box),
-                                                          f.landmarks + w * (g.landmarks - f.landmarks))
+        box, lm = f.box, f.landmarks
+        if g is not None and g.pts > f.pts:
+            w = (frame.pts - f.pts) / (g.pts - f.pts)
+            box, lm = box + w * (g.box - box), lm + w * (g.landmarks - lm)
         out.append(Face(frame.index, frame.pts, box.astype(np.float32), f.score, lm.astype(np.float32), f.track_id))
     return out
 
