@@ -56,3 +56,21 @@ def test_csv_takes_a_file_column_and_names_the_columns_it_needs(tmp_path):
     bad.write_text("name,label\nx.mp4,fake\n")
     with pytest.raises(ValueError, match="path \\(or file\\) and label"):
         read_csv(bad)
+
+
+def test_blended_faces_degraded_alike_are_scored_on_the_same_items(tiny_dataset, tmp_path, capsys):
+    """`eval --blend --degrade`: the same held-out items, each degraded before scoring, real and blended alike."""
+    from facexray.engines.xray import load_xray
+    from facexray.train.evaluate import evaluate_blended
+
+    runner = load_xray(None, engine="onnxruntime")
+    clean = evaluate_blended(runner, tiny_dataset, "mix", split="val")
+    worse = evaluate_blended(runner, tiny_dataset, "mix", split="val", degrade="h264_crf35")
+    assert (clean["degrade"], worse["degrade"]) == (None, "h264_crf35")
+    assert [clean["frame"][k] for k in ("n", "n_fake")] == [worse["frame"][k] for k in ("n", "n_fake")]
+    assert clean["frame"]["log_loss"] != worse["frame"]["log_loss"]            # the pictures did change
+    out = tmp_path / "d.json"
+    assert main(["eval", str(tiny_dataset), "--blend", "sbi", "--degrade", "jpeg_q25", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["degrade"] == "jpeg_q25"
+    assert main(["eval", str(tmp_path / "x.csv"), "--degrade", "jpeg_q25"]) == 2      # goes with --blend only
+    assert "--degrade goes with --blend" in capsys.readouterr().err
