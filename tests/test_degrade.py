@@ -14,6 +14,7 @@ from facexray.train.degrade import (
     jpeg,
     random_degrade,
     rescale,
+    small_compressed,
     unsharp,
 )
 
@@ -81,3 +82,28 @@ def test_random_degrade_is_seeded_and_follows_its_config(img):
     assert np.array_equal(random_degrade(img, np.random.default_rng(3), always_jpeg), jpeg(img, 25))
     changed = sum(not np.array_equal(random_degrade(img, np.random.default_rng(s)), img) for s in range(40))
     assert 20 < changed < 40                             # the defaults degrade most items, not all
+
+
+def grid_steps(img: np.ndarray, period: int, offset: int) -> float:
+    """Mean horizontal step between columns `offset` − 1 and `offset` of every `period` columns."""
+    g = np.abs(np.diff(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32), axis=1)).mean(0)
+    return float(g[offset - 1::period].mean())
+
+
+def test_a_small_compressed_picture_shows_its_blocks_enlarged(img):
+    small = small_compressed(img, 0.5, lambda s: jpeg(s, 10))
+    assert small.shape == img.shape and small.dtype == np.uint8
+    # JPEG's 8-px blocks blown up ×2 step every 16 columns, not half-way between;
+    # compressing after a full-size rescale steps every 8 alike
+    assert grid_steps(small, 16, 16) > 1.3 * grid_steps(small, 16, 8)
+    after = jpeg(rescale(img, 0.5), 10)
+    assert grid_steps(after, 16, 16) < 1.15 * grid_steps(after, 16, 8)
+    assert np.array_equal(small_compressed(img, 0.5, lambda s: s), rescale(img, 0.5))
+
+
+def test_random_degrade_draws_a_small_compressed_picture_when_told(img):
+    only_small = DegradeConfig(p_blur=0, p_sharpen=0, p_rescale=0, p_small=1.0, small_factor=(0.4, 0.4),
+                               p_jpeg=1.0, p_h264=0, jpeg_quality=(30, 30))
+    want = small_compressed(img, 0.4, lambda s: jpeg(s, 30))
+    assert np.array_equal(random_degrade(img, np.random.default_rng(5), only_small), want)
+    assert DegradeConfig().p_small == 0              # recipes written before it keep their meaning
