@@ -3,6 +3,7 @@ metrics and health server, alert sink with a real local webhook, a file played a
 
 import json
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -120,6 +121,34 @@ def test_config_from_yaml_with_per_stream_overrides(tmp_path):
         WatchConfig.from_dict({"streams": ["rtsp://a/x", "rtsp://b/x"]})
     assert [s.name for s in streams_from_urls(["rtsp://a/x", "rtsp://b/x"])] == ["x", "x-2"]
 
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"analysis_fps": -1}, "watch analysis_fps must be ≥ 0, got -1"),
+    ({"analysis_fps": "2"}, "watch analysis_fps must be a number, got '2'"),
+    ({"queue_frames": 0}, "watch queue_frames must be ≥ 1"),
+    ({"queue_frames": 1.5}, "watch queue_frames must be an integer"),
+    ({"http": ":70000"}, "watch port must be ≥ 0 and ≤ 65535"),
+    ({"alert": {"threshold": 1.5}}, "alert threshold must be > 0 and < 1, got 1.5"),
+    ({"alert": {"window_s": 0}}, "alert window_s must be > 0"),
+    ({"reconnect": {"jitter": 1}}, "reconnect jitter must be ≥ 0 and < 1"),
+    ({"reconnect": {"initial_s": 5, "max_s": 2}}, "reconnect max_s must be ≥ 5"),
+    ({"streams": [{"url": "rtsp://a/x", "analysis_fps": -2}]}, "stream x analysis_fps must be ≥ 0"),
+    ({"streams": [{"url": "rtsp://a/x", "alert": {"hysteresis": -0.1}}]}, "alert hysteresis must be ≥ 0"),
+])
+def test_config_values_out_of_range_are_refused_naming_the_setting(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        WatchConfig.from_dict(settings)
+
+
+def test_watch_refuses_a_bad_setting_with_a_usage_error(tmp_path, capsys):
+    from facexray.cli import main
+    from facexray.stream.watch import EXIT_USAGE
+
+    path = tmp_path / "watch.yaml"
+    path.write_text("alert: {threshold: 2}\nstreams: [rtsp://127.0.0.1:1/x]\n")
+    assert main(["watch", "--config", str(path)]) == EXIT_USAGE
+    assert "alert threshold must be > 0 and < 1, got 2" in capsys.readouterr().err
 
 def _get(url):
     try:

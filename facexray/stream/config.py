@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -56,6 +57,13 @@ class ReconnectConfig:
     open_timeout_s: float = NETWORK_TIMEOUT_S
     stall_s: float = NETWORK_TIMEOUT_S
 
+    def __post_init__(self) -> None:
+        for name in ("initial_s", "reset_after_s", "open_timeout_s", "stall_s"):
+            _number("reconnect", name, getattr(self, name), 0, open_low=True)
+        _number("reconnect", "max_s", self.max_s, self.initial_s)
+        _number("reconnect", "factor", self.factor, 1)
+        _number("reconnect", "jitter", self.jitter, 0, 1, open_high=True)
+
 
 @dataclass(frozen=True)
 class AlertConfig:
@@ -71,6 +79,13 @@ class AlertConfig:
     min_duration_s: float = 3.0
     hysteresis: float = 0.1
     window_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None:
+            _number("alert", "threshold", self.threshold, 0, 1, open_low=True, open_high=True)
+        _number("alert", "min_duration_s", self.min_duration_s, 0)
+        _number("alert", "hysteresis", self.hysteresis, 0, 1, open_high=True)
+        _number("alert", "window_s", self.window_s, 0, open_low=True)
 
     @property
     def clear_below(self) -> float:
@@ -91,6 +106,10 @@ class StreamConfig:
     url: str
     analysis_fps: float | None = None
     alert: AlertConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.analysis_fps is not None:
+            _number(f"stream {self.name}", "analysis_fps", self.analysis_fps, 0)
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,14 @@ class WatchConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     status_interval_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _number("watch", "port", self.port, 0, 65535, integer=True)
+        _number("watch", "analysis_fps", self.analysis_fps, 0)
+        _number("watch", "queue_frames", self.queue_frames, 1, integer=True)
+        _number("watch", "webhook_retries", self.webhook_retries, 0, integer=True)
+        _number("watch", "webhook_timeout_s", self.webhook_timeout_s, 0, open_low=True)
+        _number("watch", "status_interval_s", self.status_interval_s, 0)
 
     def analysis_fps_of(self, stream: StreamConfig) -> float:
         return self.analysis_fps if stream.analysis_fps is None else stream.analysis_fps
@@ -230,6 +257,19 @@ def _stream(entry: str | dict | StreamConfig, base_alert: AlertConfig) -> Stream
 def _alert(base: AlertConfig, d: dict) -> AlertConfig:
     _check_keys(AlertConfig, d, "alert")
     return replace(base, **d)
+
+
+def _number(what: str, name: str, value: Any, low: float, high: float = math.inf, *, open_low: bool = False,
+            open_high: bool = False, integer: bool = False) -> None:
+    """Raise `ValueError` naming the setting unless `value` is a number (an integer if `integer`)
+    within [`low`, `high`] (ends excluded where `open_low` / `open_high`)."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or math.isnan(value):
+        raise ValueError(f"{what} {name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if value < low or (open_low and value == low) or value > high or (open_high and value == high):
+        lo = f"{'>' if open_low else '≥'} {low:g}"
+        hi = "" if high == math.inf else f" and {'<' if open_high else '≤'} {high:g}"
+        raise ValueError(f"{what} {name} must be {lo}{hi}, got {value!r}")
 
 
 def _check_keys(cls: type, d: dict, what: str) -> None:
