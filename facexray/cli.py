@@ -455,7 +455,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _run_export(a: argparse.Namespace) -> int:
     from .engines.xray import export_xray_onnx
 
-    print(f"wrote {export_xray_onnx(a.checkpoint, a.out, int8_calibration=a.int8)}")
+    faces = None
+    if a.int8:
+        from .models.checkpoint import read_metadata
+        from .train.dataset import calibration_faces
+
+        faces = calibration_faces(a.int8, read_metadata(a.checkpoint))
+    print(f"wrote {export_xray_onnx(a.checkpoint, a.out, int8_faces=faces, int8_source=a.int8 or '')}")
     return 0
 
 

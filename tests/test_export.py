@@ -24,10 +24,13 @@ def test_exported_onnx_carries_metadata_and_matches_torch(tmp_path):
 
 def test_int8_export_is_marked_quantized_and_scores_close_to_float(tiny_dataset, tmp_path):
     from facexray.engines.xray import DEFAULT_MODEL
+    from facexray.models.checkpoint import read_metadata
+    from facexray.train.dataset import calibration_faces
     from facexray.train.evaluate import evaluate_blended
 
     src = DEFAULT_MODEL
-    int8 = export_xray_onnx(src, tmp_path / "q.onnx", int8_calibration=tiny_dataset, calibration_faces=8)
+    faces = calibration_faces(tiny_dataset, read_metadata(src), faces=8)
+    int8 = export_xray_onnx(src, tmp_path / "q.onnx", int8_faces=faces, int8_source=str(tiny_dataset))
     q, f = load_xray(int8, engine="onnxruntime"), load_xray(src, engine="onnxruntime")
     assert q.metadata["quantized"]["calibration_faces"] == 8 and q.threshold == f.threshold
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}

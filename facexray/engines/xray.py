@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,16 +130,16 @@ def load_xray(model: str | Path | None = None, engine: str = "auto", device: str
     return XrayRunner(eng, meta, name)
 
 
-def export_xray_onnx(checkpoint: str | Path, out: str | Path, int8_calibration: str | Path | None = None,
-                     calibration_faces: int = 128) -> Path:
+def export_xray_onnx(checkpoint: str | Path, out: str | Path, int8_faces: Sequence[np.ndarray] | None = None,
+                     int8_source: str = "") -> Path:
     """Export a facexray checkpoint to ONNX (dynamic batch) with its metadata embedded.
 
     The metadata (crop spec, architecture, provenance) travels in the ONNX file's
     `metadata_props` under "facexray", so `load_xray(out, engine="onnxruntime")`
-    and other runtimes know how to feed it. With `int8_calibration` (a prepared dataset)
-    the graph is quantized to int8 (ONNX Runtime static QDQ, per-channel weights), its
-    activation ranges calibrated on `calibration_faces` of that dataset's training faces,
-    half of them blended as training makes them; the metadata says so.
+    and other runtimes know how to feed it. With `int8_faces` (RGB uint8 crops the network
+    takes; `facexray.train.dataset.calibration_faces` draws them) the graph is quantized to
+    int8 (ONNX Runtime static QDQ, per-channel weights), its activation ranges calibrated
+    on those faces; the metadata says so, naming `int8_source`.
     """
     import onnx
 
@@ -150,8 +151,10 @@ def export_xray_onnx(checkpoint: str | Path, out: str | Path, int8_calibration: 
     size = CropSpec.from_dict(meta["crop"]).size
     out = Path(out)
     export_onnx(net, out, (1, 3, size, size), OUTPUT_NAMES)
-    if int8_calibration is not None:
-        meta = {**meta, "quantized": _quantize_int8(out, int8_calibration, calibration_faces, meta)}
+    if int8_faces is not None:
+        _quantize_int8(out, int8_faces)
+        meta = {**meta, "quantized": {"kind": "int8, ONNX Runtime static QDQ, per-channel weights",
+                                      "calibration_dataset": int8_source, "calibration_faces": len(int8_faces)}}
     model = onnx.load(str(out))
     entry = model.metadata_props.add()
     entry.key, entry.value = "facexray", json.dumps({**meta, "exported_from": Path(checkpoint).name})
@@ -159,32 +162,23 @@ def export_xray_onnx(checkpoint: str | Path, out: str | Path, int8_calibration: 
     return out
 
 
-def _quantize_int8(path: Path, dataset: str | Path, faces: int, meta: dict) -> dict:
-    """Quantize the ONNX file at `path` in place (see `export_xray_onnx`); returns what was done."""
+def _quantize_int8(path: Path, faces: Sequence[np.ndarray]) -> None:
+    """Quantize the ONNX file at `path` in place, activation ranges from `faces` (see `export_xray_onnx`)."""
     import tempfile
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from ..train.dataset import SampleConfig, XrayDataset
-
-    recipe = (meta.get("provenance") or {}).get("recipe") or {}
-    cfg = SampleConfig.from_dict(recipe.get("sample") or {}, strict=False)
-    ds = XrayDataset(dataset, "train", cfg, seed=0, crop=CropSpec.from_dict(meta["crop"]), train=False)
-    pick = np.linspace(0, len(ds) - 1, min(faces, len(ds))).astype(int)
-
     class Faces(CalibrationDataReader):
         def __init__(self):
-            self.items = iter(pick)
+            self.items = iter(faces)
 
         def get_next(self):
-            i = next(self.items, None)
-            return None if i is None else {"input": ds[int(i)]["image"][None].float().div(255).numpy()}
+            face = next(self.items, None)
+            return None if face is None else {"input": (face.transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32)}
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(path), str(pre))
         quantize_static(str(pre), str(path), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return {"kind": "int8, ONNX Runtime static QDQ, per-channel weights", "calibration_dataset": str(dataset),
-            "calibration_faces": len(pick)}

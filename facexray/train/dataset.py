@@ -166,6 +166,16 @@ class XrayDataset(Dataset):
                 "label": torch.tensor(label), "xray_valid": torch.tensor(valid), "index": torch.tensor(i)}
 
 
+def calibration_faces(dataset: str | Path, checkpoint_meta: dict, faces: int = 128) -> list[np.ndarray]:
+    """`faces` training faces of a prepared dataset, spread evenly over it and each kept real or
+    blended as the checkpoint's recipe makes validation items: what an int8 export calibrates its
+    activation ranges on (`facexray.engines.xray.export_xray_onnx`), so that they cover fakes too."""
+    recipe = (checkpoint_meta.get("provenance") or {}).get("recipe") or {}
+    cfg = SampleConfig.from_dict(recipe.get("sample") or {}, strict=False)
+    ds = XrayDataset(dataset, "train", cfg, seed=0, crop=CropSpec.from_dict(checkpoint_meta["crop"]), train=False)
+    pick = np.linspace(0, len(ds) - 1, min(faces, len(ds))).astype(int)
+    return [ds[int(i)]["image"].permute(1, 2, 0).numpy() for i in pick]
+
 def model_input(images: torch.Tensor, device: torch.device,
                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """A batch of item images (uint8, N×3×H×W) as the network takes them: floats in [0, 1] on `device`."""
