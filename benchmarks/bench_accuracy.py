@@ -5,7 +5,8 @@ On the held-out (validation) identities of the dataset the model was trained on:
   - the video-level false-alarm rate at the model's threshold on their real videos and photos, as
     `scan` scores them (re-measured here by `calibrate`, the very scoring that chose the threshold);
   - the face-level false-alarm rate of their real faces at that threshold, clean and degraded
-    (JPEG q25, ×0.3 rescaling, blur σ 1.5, unsharp masking, H.264 CRF 35).
+    (JPEG q25, ×0.3 rescaling, blur σ 1.5, unsharp masking, H.264 CRF 35, a small face compressed
+    and blown up: `facexray.train.degrade.DEGRADATIONS`).
 On ../shared/data/labeled_dev: the score and verdict of every labelled item, through the scan
 pipeline (a table: a handful of items gives no AUC worth claiming).
 Writes benchmarks/results/accuracy.json (or --name).

@@ -359,7 +359,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                         "are blends still told apart in compressed pictures)")
     p.add_argument("--robustness", action="store_true",
                    help="with a dataset: how often its real faces (split default val) are called fake at the model's "
-                        "threshold, as they are and after JPEG q25, x0.3 rescaling, blur, sharpening and H.264 CRF 35")
+                        "threshold, as they are and after JPEG q25, x0.3 rescaling, blur, sharpening, H.264 CRF 35 "
+                        "and shrinking to x0.35, JPEG q40 there and blowing up (a small face in a low-bitrate video)")
     p.add_argument("--engine", default="auto", help="auto, torch or onnxruntime")
     p.add_argument("--device", default="cpu")
     p.add_argument("--sample", default=None, type=_sample_spec, metavar="SPEC", help="with a CSV of videos: frames to score")

@@ -129,7 +129,7 @@ def test_config_from_yaml_with_per_stream_overrides(tmp_path):
     ({"queue_frames": 0}, "watch queue_frames must be ≥ 1"),
     ({"queue_frames": 1.5}, "watch queue_frames must be an integer"),
     ({"http": ":70000"}, "watch port must be ≥ 0 and ≤ 65535"),
-    ({"alert": {"threshold": 1.5}}, "alert threshold must be > 0 and < 1, got 1.5"),
+    ({"alert": {"threshold": 1.5}}, "alert threshold must be ≥ 0 and ≤ 1, got 1.5"),
     ({"alert": {"window_s": 0}}, "alert window_s must be > 0"),
     ({"reconnect": {"jitter": 1}}, "reconnect jitter must be ≥ 0 and < 1"),
     ({"reconnect": {"initial_s": 5, "max_s": 2}}, "reconnect max_s must be ≥ 5"),
@@ -148,7 +148,7 @@ def test_watch_refuses_a_bad_setting_with_a_usage_error(tmp_path, capsys):
     path = tmp_path / "watch.yaml"
     path.write_text("alert: {threshold: 2}\nstreams: [rtsp://127.0.0.1:1/x]\n")
     assert main(["watch", "--config", str(path)]) == EXIT_USAGE
-    assert "alert threshold must be > 0 and < 1, got 2" in capsys.readouterr().err
+    assert "alert threshold must be ≥ 0 and ≤ 1, got 2" in capsys.readouterr().err
 
 def _get(url):
     try:

@@ -82,7 +82,7 @@ class AlertConfig:
 
     def __post_init__(self) -> None:
         if self.threshold is not None:
-            _number("alert", "threshold", self.threshold, 0, 1, open_low=True, open_high=True)
+            _number("alert", "threshold", self.threshold, 0, 1)
         _number("alert", "min_duration_s", self.min_duration_s, 0)
         _number("alert", "hysteresis", self.hysteresis, 0, 1, open_high=True)
         _number("alert", "window_s", self.window_s, 0, open_low=True)
