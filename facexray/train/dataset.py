@@ -176,6 +176,7 @@ def calibration_faces(dataset: str | Path, checkpoint_meta: dict, faces: int = 1
     pick = np.linspace(0, len(ds) - 1, min(faces, len(ds))).astype(int)
     return [ds[int(i)]["image"].permute(1, 2, 0).numpy() for i in pick]
 
+
 def model_input(images: torch.Tensor, device: torch.device,
                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """A batch of item images (uint8, N×3×H×W) as the network takes them: floats in [0, 1] on `device`."""
