@@ -96,15 +96,22 @@ class TrainConfig:
 
 def _read_recipe(path: Path) -> dict:
     """A recipe's mapping; `base: other.yaml` (relative to this file) is read first and this one
-    overrides its keys (`sample:` key by key), so a second stage restates only what changes."""
+    overrides its keys (mappings such as `sample:` and `sample.degrade:` key by key), so a second
+    stage restates only what changes."""
     import yaml
 
     d = yaml.safe_load(path.read_text()) or {}
     if "base" not in d:
         return d
-    base = _read_recipe(path.parent / d.pop("base"))
-    sample = {**base.get("sample", {}), **d.pop("sample", {})}
-    return {**base, **d, **({"sample": sample} if sample else {})}
+    return _merged(_read_recipe(path.parent / d.pop("base")), d)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """`base` with `over`'s keys, mappings merged key by key at every depth."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
 
 
 @dataclass
