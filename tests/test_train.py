@@ -237,6 +237,13 @@ def test_the_default_recipe_parses_with_its_degradations():
     assert TrainConfig.from_dict({"imagenet": "none"}).imagenet is None
 
 
+def test_a_checkpoints_sample_settings_are_its_recipes_and_the_defaults_without_one():
+    meta = {"provenance": {"recipe": {"sample": {"sbi_prob": 0.6, "degrade": {"p_small": 0.25}, "gone": 1}}}}
+    cfg = SampleConfig.from_checkpoint(meta)
+    assert cfg.sbi_prob == 0.6 and cfg.degrade.p_small == 0.25 and cfg.fake_prob == SampleConfig().fake_prob
+    assert SampleConfig.from_checkpoint({}) == SampleConfig.from_checkpoint({"provenance": None}) == SampleConfig()
+
+
 def test_the_second_stage_recipe_restates_only_what_changes_over_its_base():
     root = Path(__file__).parents[1] / "configs"
     base, stage2 = TrainConfig.from_yaml(root / "default_model.yaml"), TrainConfig.from_yaml(root / "default_model_stage2.yaml")

@@ -51,6 +51,17 @@ class SampleConfig:
     real_change_prob: float = 0.0
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
 
+    # A curriculum for training from scratch: in training epoch e the pasted region of a blended
+    # fake is also shifted in colour, through its own mask, by up to
+    # boost·max(0, 1 − e/boost_epochs) grey levels per channel, so early epochs show loud
+    # seams and the network finds the boundary before it must find faint ones; from epoch
+    # `boost_epochs` on (and always in validation) fakes are as blended. A colour offset
+    # keeps the kind of artefact (a soft mix of two differently coloured sources), which
+    # scaling the blend's difference would not: that turns the ghosting of a shifted copy
+    # into ringing, and taught the opposite cue.
+    boost: float = 0.0
+    boost_epochs: int = 0
+
     @classmethod
     def from_dict(cls, d: dict, strict: bool = True) -> SampleConfig:
         """From a recipe's `sample:` mapping (`degrade:` nested); unknown keys raise, or are dropped
@@ -68,16 +79,13 @@ class SampleConfig:
             d["degrade"] = DegradeConfig(**{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in d["degrade"].items() if k in dk})
         return cls(**d)
-    # A curriculum for training from scratch: in training epoch e the pasted region of a blended
-    # fake is also shifted in colour, through its own mask, by up to
-    # boost·max(0, 1 − e/boost_epochs) grey levels per channel, so early epochs show loud
-    # seams and the network finds the boundary before it must find faint ones; from epoch
-    # `boost_epochs` on (and always in validation) fakes are as blended. A colour offset
-    # keeps the kind of artefact (a soft mix of two differently coloured sources), which
-    # scaling the blend's difference would not: that turns the ghosting of a shifted copy
-    # into ringing, and taught the opposite cue.
-    boost: float = 0.0
-    boost_epochs: int = 0
+
+    @classmethod
+    def from_checkpoint(cls, metadata: dict) -> SampleConfig:
+        """The sample settings of the recipe a checkpoint records (`SampleConfig()` for one without):
+        how its validation items were made, so evaluations and calibrations make them alike."""
+        recipe = (metadata.get("provenance") or {}).get("recipe") or {}
+        return cls.from_dict(recipe.get("sample") or {}, strict=False)
 
 
 class XrayDataset(Dataset):
@@ -170,9 +178,7 @@ def calibration_faces(dataset: str | Path, checkpoint_meta: dict, faces: int = 1
     """`faces` training faces of a prepared dataset, spread evenly over it and each kept real or
     blended as the checkpoint's recipe makes validation items: what an int8 export calibrates its
     activation ranges on (`facexray.engines.xray.export_xray_onnx`), so that they cover fakes too."""
-    recipe = (checkpoint_meta.get("provenance") or {}).get("recipe") or {}
-    cfg = SampleConfig.from_dict(recipe.get("sample") or {}, strict=False)
-    ds = XrayDataset(dataset, "train", cfg, seed=0, crop=CropSpec.from_dict(checkpoint_meta["crop"]), train=False)
+    ds = XrayDataset(dataset, "train", SampleConfig.from_checkpoint(checkpoint_meta), seed=0, crop=CropSpec.from_dict(checkpoint_meta["crop"]), train=False)
     pick = np.linspace(0, len(ds) - 1, min(faces, len(ds))).astype(int)
     return [ds[int(i)]["image"].permute(1, 2, 0).numpy() for i in pick]
 

@@ -99,8 +99,8 @@ def evaluate_index(runner: XrayRunner, dataset: str | Path, split: str | None = 
     return summarise(labels, scores, [r.get("method") for r in recs], videos, threshold, top_k)
 
 
-BLENDS = {"sbi": 1.0, "bi": 0.0, "mix": None}
-XRAY_LEVEL = 0.5   # an X-ray cell at or above this counts as boundary (map quality in `evaluate_blended`)   # share of SBI among the blended fakes (None: the recipe's)
+BLENDS = {"sbi": 1.0, "bi": 0.0, "mix": None}   # share of SBI among the blended fakes (None: the recipe's)
+XRAY_LEVEL = 0.5   # an X-ray cell at or above this counts as boundary (map quality in `evaluate_blended`)
 
 
 def xray_iou(pred: np.ndarray, target: np.ndarray, level: float = XRAY_LEVEL) -> float:
@@ -132,7 +132,7 @@ def evaluate_blended(runner: XrayRunner, dataset: str | Path, blend: str = "sbi"
     if blend not in BLENDS:
         raise ValueError(f"unknown blend {blend!r}: use {', '.join(BLENDS)}")
     recipe = (runner.metadata.get("provenance") or {}).get("recipe") or {}
-    base = SampleConfig.from_dict(recipe.get("sample") or {}, strict=False)
+    base = SampleConfig.from_checkpoint(runner.metadata)
     cfg = base if BLENDS[blend] is None else replace(base, sbi_prob=BLENDS[blend])
     ds = XrayDataset(dataset, split, cfg, seed=recipe.get("val_seed", recipe.get("seed", 0) + 1),
                      crop=runner.crop_spec, train=False)
