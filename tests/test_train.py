@@ -252,7 +252,6 @@ def test_the_second_stage_recipe_restates_only_what_changes_over_its_base():
     assert (stage2.sample, stage2.data, stage2.batch_size) == (base.sample, base.data, base.batch_size)
 
 
-
 def test_a_recipe_overrides_its_base_s_nested_settings_key_by_key(tmp_path):
     (tmp_path / "base.yaml").write_text("lr: 0.001\nsample:\n  fake_prob: 0.4\n  degrade: {p_jpeg: 0.3, jpeg_quality: [40, 100]}\n")
     (tmp_path / "child.yaml").write_text("base: base.yaml\nsample:\n  degrade: {p_small: 0.25}\n")
@@ -262,6 +261,7 @@ def test_a_recipe_overrides_its_base_s_nested_settings_key_by_key(tmp_path):
     small = TrainConfig.from_yaml(Path(__file__).parents[1] / "configs/default_model_stage2_small.yaml")
     stage2 = TrainConfig.from_yaml(Path(__file__).parents[1] / "configs/default_model_stage2.yaml")
     assert replace(small.sample.degrade, p_rescale=0.25, p_small=0.0) == stage2.sample.degrade
+
 
 def test_init_takes_a_checkpoint_s_weights_into_another_fuse_stride_and_refuses_another_backbone(tmp_path):
     from facexray.models import random_model, save_checkpoint

@@ -178,7 +178,8 @@ def calibration_faces(dataset: str | Path, checkpoint_meta: dict, faces: int = 1
     """`faces` training faces of a prepared dataset, spread evenly over it and each kept real or
     blended as the checkpoint's recipe makes validation items: what an int8 export calibrates its
     activation ranges on (`facexray.engines.xray.export_xray_onnx`), so that they cover fakes too."""
-    ds = XrayDataset(dataset, "train", SampleConfig.from_checkpoint(checkpoint_meta), seed=0, crop=CropSpec.from_dict(checkpoint_meta["crop"]), train=False)
+    ds = XrayDataset(dataset, "train", SampleConfig.from_checkpoint(checkpoint_meta), seed=0,
+                     crop=CropSpec.from_dict(checkpoint_meta["crop"]), train=False)
     pick = np.linspace(0, len(ds) - 1, min(faces, len(ds))).astype(int)
     return [ds[int(i)]["image"].permute(1, 2, 0).numpy() for i in pick]
 
