@@ -86,38 +86,47 @@ def test_a_failing_batch_fails_its_futures_and_the_worker_goes_on():
 
 
 class _ShapeRecorder:
-    """Wraps the real detector and records the frame shapes of every batch it is given."""
+    """Wraps the real detector and records the frame shapes of every batch it is given.
+
+    After `hold_next_s` is set, the next batch takes that much longer, so that the
+    other sources' frames queue behind it however late their threads start.
+    """
 
     def __init__(self, detector):
-        self.detector, self.batches = detector, []
+        self.detector, self.batches, self.hold_next_s = detector, [], 0.0
 
     def __getattr__(self, name):
         return getattr(self.detector, name)
 
     def detect(self, images):
         self.batches.append({im.shape for im in images})
+        time.sleep(self.hold_next_s)
+        self.hold_next_s = 0.0
         return self.detector.detect(images)
 
 
 def test_concurrent_sources_score_as_they_do_alone(shared_dir, models_dir):
-    """Two videos scored at once from two threads share detector batches and still get their own scores."""
-    clips = [shared_dir / "data/real_videos/lia/data__vox__driving2.mp4",
-             shared_dir / "data/real_videos/facenet_pytorch/examples__video.mp4"]     # 256x256 and 1280x720
+    """Three videos scored at once from three threads share detector batches and still get their own scores."""
+    clips = [shared_dir / "data/real_videos/lia/data__vox__driving2.mp4",                    # 256x256
+             shared_dir / "data/real_videos/facenet_pytorch/examples__video.mp4",             # 1920x1080
+             shared_dir / "data/real_videos/v_express/scripts__prepare_dataset__RD_Radio10_0_clip_0.mp4"]  # 512²
     detector = _ShapeRecorder(RetinaFaceDetector(
         models_dir / "retinaface_mnet025/Retinaface__weights__mobilenet0.25_Final.pth"))
-    # a source keeps 8 frames in flight and a batch takes up to 32: each source's window leaves room for
-    # the other's frames (with window = batch, one source's frames alone fill a batch whenever it decodes fast)
+    # A source keeps 8 frames in flight and cuts the pending batch when it blocks on them. While the first
+    # source's batch is held, the other two queue their frames and block, so the next batch holds both.
+    # (Two sources alone settle into taking turns: each one's frames are cut while the other's run.)
     with Pipeline(detector, load_xray("random"), PipelineConfig(sample="every=5", batch_wait_ms=60_000,
                                                                  detect_batch=32, inflight_frames=8)) as pipe:
         alone = [pipe.run(c) for c in clips]
         assert all(len(shapes) == 1 for shapes in detector.batches)
+        detector.hold_next_s = 1.0
         together: dict = {}
         threads = [threading.Thread(target=lambda c=c: together.__setitem__(c, pipe.run(c))) for c in clips]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-    assert any(len(shapes) == 2 for shapes in detector.batches)                # a batch held frames of both
+    assert any(len(shapes) >= 2 for shapes in detector.batches)                # a batch held frames of two
     for c, a in zip(clips, alone):
         t = together[c]
         assert t.result.error is None and t.result.faces_scored == a.result.faces_scored > 0
