@@ -19,8 +19,10 @@ from facexray.train.blend import (
     NeighbourIndex,
     blend_bi,
     color_transfer,
+    head_mask,
     landmark_features,
     random_hull_mask,
+    reframe_real,
     self_blend,
     xray_target,
 )
@@ -245,6 +247,38 @@ def test_sbi_changes_the_face_only_where_the_mask_is_positive(faces):
         np.testing.assert_allclose(res.xray, 4 * _cells(shape) * (1 - _cells(shape)), atol=1e-5)
         deep_inside = _cells(shape) > 0.99            # not the inside of a half-transparent paste
         assert deep_inside.any() and res.xray[deep_inside].max() < 0.05
+
+
+# --- real faces reframed ------------------------------------------------------------------
+
+
+def test_the_head_mask_holds_every_paste_so_its_seam_lies_outside_the_face(faces):
+    for f, (_, crop, lm) in enumerate(faces):
+        head = head_mask(lm, crop.shape, np.random.default_rng(f))
+        assert head.dtype == np.float32 and head.shape == crop.shape[:2] and 0 <= head.min() <= head.max() <= 1
+        for v, variant in enumerate(HULL_VARIANTS):
+            paste = random_hull_mask(lm, crop.shape, np.random.default_rng(100 * f + v), variant=variant)
+            assert head[paste > 0.5].min() > 0.99, (variant, f)
+        sbi = self_blend(crop, lm, np.random.default_rng(f)).mask
+        assert head[sbi > 0.5 * sbi.max()].min() > 0.99, f
+    corners = [head_mask(lm, crop.shape, np.random.default_rng(0))[[0, 0, -1, -1], [0, -1, 0, -1]].min()
+               for _, crop, lm in faces]
+    assert np.median(corners) < 0.01                    # and the surround is there to change
+
+
+def test_a_reframed_real_face_keeps_its_face_or_its_frame_exactly(faces):
+    kept_face = kept_frame = 0
+    for f, ((_, crop, lm), (_, other, _)) in enumerate(zip(faces, faces[1:])):
+        out = reframe_real(crop, lm, other, np.random.default_rng(f))
+        assert out.shape == crop.shape and out.dtype == np.uint8 and (out != crop).any()
+        head = head_mask(lm, crop.shape, np.random.default_rng(f))
+        face = head > 0.999
+        if (out[face] == crop[face]).all():
+            kept_face += 1
+        else:                                           # the head softened: its frame untouched
+            np.testing.assert_array_equal(out[head < 0.001], crop[head < 0.001])
+            kept_frame += 1
+    assert kept_face and kept_frame
 
 
 # --- Face-Cutout -------------------------------------------------------------------------

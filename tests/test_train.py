@@ -206,19 +206,20 @@ def test_device_training_script_joins_the_carried_parts_trains_and_measures(tiny
         assert (measured["blend"], measured["split"], measured["frame"]["n"]) == (blend, "val", val)
 
 
-def test_real_faces_may_get_the_sbi_copy_change_over_the_whole_face(tiny_dataset):
+@pytest.mark.parametrize("option", ["real_change_prob", "real_reframe_prob"])
+def test_real_faces_may_be_changed_and_stay_real(tiny_dataset, option):
     """What SBI does inside a paste (colour, blur, sharpening, rescaling), real faces show everywhere, so that
-    only the boundary tells a blend; they stay real, with no X-ray target, and validation never sees it."""
+    only the boundary tells a blend (`real_change_prob`); a head over a changed surround is a real face too
+    (`real_reframe_prob`). They stay real, with no X-ray target, and validation never sees either."""
     plain = dict(augment=False, cutout_prob=0.0, jitter_px=0, fake_prob=0.0)
     clean = XrayDataset(tiny_dataset, "train", SampleConfig(**plain))
-    changed = XrayDataset(tiny_dataset, "train", SampleConfig(**plain, real_change_prob=1.0))
+    changed = XrayDataset(tiny_dataset, "train", SampleConfig(**plain, **{option: 1.0}))
     for i in range(min(8, len(clean))):
         a, b = clean[i], changed[i]
         assert float(b["label"]) == 0.0 and float(b["xray"].max()) == 0.0
         assert (a["image"].float() - b["image"].float()).abs().mean() > 1.0
-    val = dict(plain, real_change_prob=1.0)
     v_clean = XrayDataset(tiny_dataset, "val", SampleConfig(**plain), train=False)
-    v_changed = XrayDataset(tiny_dataset, "val", SampleConfig(**val), train=False)
+    v_changed = XrayDataset(tiny_dataset, "val", SampleConfig(**plain, **{option: 1.0}), train=False)
     assert torch_equal(v_clean[0]["image"], v_changed[0]["image"])
 
 

@@ -279,6 +279,56 @@ def source_change(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
+def head_mask(landmarks: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A soft mask (float32 H×W in [0, 1]) of the whole head: the face with its forehead grown by
+    20–40 % of the face's size, elastically deformed, with a ramp of σ 2–4 % of that size. It is 1
+    over every mask `random_hull_mask` can draw at full strength, so a seam along it lies in the
+    hair, ears, neck and background, never where a pasted face would meet its host."""
+    h, w = shape[:2]
+    lm = np.asarray(landmarks, np.float64).reshape(68, 2)
+    mask = np.zeros((h, w), np.uint8)
+    pts = np.concatenate([lm, lm[17:27] + 0.4 * (lm[27] - lm[8])])
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts * 16).astype(np.int32)), 1, lineType=cv2.LINE_8, shift=4)
+    size = max(float(np.sqrt(np.count_nonzero(mask))), 1.0)
+    radius = int(rng.uniform(0.2, 0.4) * size)
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+    mask = _elastic(mask, rng, rng.uniform(0.005, 0.03) * size)
+    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), rng.uniform(0.02, 0.04) * size,
+                            borderType=cv2.BORDER_REPLICATE)
+    return np.minimum(soft, 1.0, out=soft)
+
+
+def reframe_real(image: np.ndarray, lm: np.ndarray, surround: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A real face whose head meets a changed surround along `head_mask`: still a real face.
+
+    One of: the head over `surround` (another real crop: a new scene behind it), over its
+    own surround blurred (a shallow focus) or sharpened, or the head itself softened (a
+    blown-up face in a sharper frame). Training shows these as real
+    (`SampleConfig.real_reframe_prob`) because the surround and a soft face in a sharp
+    frame are no evidence of a forgery: a blend's seam lies inside the face. Without this,
+    real studio and lip-reading clips whose surround differs in sharpness from the face
+    scored like fakes. Returns RGB uint8 with `image`'s shape.
+    """
+    mask = head_mask(lm, image.shape, rng)
+    head, rest = image, image
+    kind = rng.integers(4)
+    if kind == 0:
+        rest = surround
+    elif kind == 1:
+        rest = cv2.GaussianBlur(image, (0, 0), rng.uniform(1.5, 6.0), borderType=cv2.BORDER_REFLECT_101)
+    elif kind == 2:
+        img = image.astype(np.float32)
+        amount = rng.uniform(0.5, 1.5)
+        rest = np.clip(img * (1 + amount) - amount * cv2.GaussianBlur(img, (0, 0), rng.uniform(0.8, 2.0)) + 0.5,
+                       0, 255).astype(np.uint8)
+    else:
+        h, w = image.shape[:2]
+        f = rng.uniform(0.3, 0.7)
+        small = cv2.resize(image, (max(int(w * f), 1), max(int(h * f), 1)), interpolation=cv2.INTER_AREA)
+        head = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return _alpha_blend(head, rest, mask)
+
+
 def self_blend(image: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> BlendResult:
     """SBI: the face blended with a changed copy of itself.
 

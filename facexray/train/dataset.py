@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from ..faces.crop import CropSpec
 from .augment import augment
-from .blend import NeighbourIndex, blend_bi, self_blend, source_change, xray_target
+from .blend import NeighbourIndex, blend_bi, reframe_real, self_blend, source_change, xray_target
 from .cutout import face_cutout
 from .degrade import DegradeConfig
 from .index import read_index
@@ -49,6 +49,9 @@ class SampleConfig:
     # real faces then show everywhere, so only a boundary tells a blend (without it the
     # network learned "blurred or soft means fake").
     real_change_prob: float = 0.0
+    # The share of real faces whose head is shown over a new or changed surround, or softened in
+    # its frame, along a seam outside the face (`blend.reframe_real`): still real.
+    real_reframe_prob: float = 0.0
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
 
     # A curriculum for training from scratch: in training epoch e the pasted region of a blended
@@ -102,8 +105,15 @@ class XrayDataset(Dataset):
         self.epoch = 0
         reals = [i for i, r in enumerate(self.records) if r["label"] == "real"]
         self._reals = np.array(reals)
+        self._real_identities = np.array([self.records[i]["identity"] for i in reals], dtype=object)
         lms = np.array([self.records[i]["landmarks68"] for i in reals], np.float32)
         self.neighbours = NeighbourIndex(lms, [self.records[i]["identity"] for i in reals])
+
+    def _other_identity(self, rec: dict, rng: np.random.Generator) -> dict:
+        """A random real record of another identity than `rec`'s (of any, when there is no other)."""
+        others = np.flatnonzero(self._real_identities != rec["identity"])
+        pool = self._reals[others] if len(others) else self._reals
+        return self.records[int(pool[rng.integers(len(pool))])]
 
     def set_epoch(self, epoch: int) -> None:
         """Draw new samples this epoch (a DataLoader made after this call hands it to its workers)."""
@@ -165,6 +175,8 @@ class XrayDataset(Dataset):
             label, target = 0.0, np.zeros((64, 64), np.float32)
             if self.train and rng.random() < cfg.real_change_prob:
                 img = source_change(img, rng)
+            if self.train and rng.random() < cfg.real_reframe_prob:
+                img = reframe_real(img, lm, self._load(self._other_identity(rec, rng), rng)[0], rng)
         if self.train and rng.random() < cfg.cutout_prob:
             img, _ = face_cutout(img, lm, rng, blend_mask=mask, max_overlap=cfg.max_cutout_overlap)
         if self.train and cfg.augment:
