@@ -32,6 +32,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..faces.crop import similarity_transform
+from .degrade import gaussian_blur, rescale, unsharp
 
 XRAY_SIZE = 64
 HULL_VARIANTS = ("face", "forehead", "inner", "components")
@@ -303,11 +304,11 @@ def reframe_real(image: np.ndarray, lm: np.ndarray, surround: np.ndarray, rng: n
 
     One of: the head over `surround` (another real crop: a new scene behind it), over its
     own surround blurred (a shallow focus) or sharpened, or the head itself softened (a
-    blown-up face in a sharper frame). Training shows these as real
-    (`SampleConfig.real_reframe_prob`) because the surround and a soft face in a sharp
-    frame are no evidence of a forgery: a blend's seam lies inside the face. Without this,
-    real studio and lip-reading clips whose surround differs in sharpness from the face
-    scored like fakes. Returns RGB uint8 with `image`'s shape.
+    blown-up face in a sharper frame). Training can show these as real
+    (`SampleConfig.real_reframe_prob`): a blend's seam lies inside the face, so neither the
+    surround nor a soft face in a sharp frame is evidence of one. (Built to test whether the
+    surround made three held-out real clips score like fakes; it did not move them: README,
+    "The default model".) Returns RGB uint8 with `image`'s shape.
     """
     mask = head_mask(lm, image.shape, rng)
     head, rest = image, image
@@ -315,17 +316,11 @@ def reframe_real(image: np.ndarray, lm: np.ndarray, surround: np.ndarray, rng: n
     if kind == 0:
         rest = surround
     elif kind == 1:
-        rest = cv2.GaussianBlur(image, (0, 0), rng.uniform(1.5, 6.0), borderType=cv2.BORDER_REFLECT_101)
+        rest = gaussian_blur(image, rng.uniform(1.5, 6.0))
     elif kind == 2:
-        img = image.astype(np.float32)
-        amount = rng.uniform(0.5, 1.5)
-        rest = np.clip(img * (1 + amount) - amount * cv2.GaussianBlur(img, (0, 0), rng.uniform(0.8, 2.0)) + 0.5,
-                       0, 255).astype(np.uint8)
+        rest = unsharp(image, amount=rng.uniform(0.5, 1.5), sigma=rng.uniform(0.8, 2.0))
     else:
-        h, w = image.shape[:2]
-        f = rng.uniform(0.3, 0.7)
-        small = cv2.resize(image, (max(int(w * f), 1), max(int(h * f), 1)), interpolation=cv2.INTER_AREA)
-        head = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        head = rescale(image, rng.uniform(0.3, 0.7))
     return _alpha_blend(head, rest, mask)
 
 
