@@ -37,6 +37,7 @@ from .degrade import gaussian_blur, rescale, unsharp
 XRAY_SIZE = 64
 HULL_VARIANTS = ("face", "forehead", "inner", "components")
 _SBI_BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)   # SBI's "dynamic blend": partial pastes too
+_FOREHEAD_LIFT = (0.1, 0.4)   # the brows raised by this share of chin → nose bridge: the "forehead" hull's top
 
 
 @dataclass(frozen=True)
@@ -120,14 +121,27 @@ def _hull_polygons(lm: np.ndarray, variant: str, rng: np.random.Generator) -> li
     if variant == "face":
         return [lm]
     if variant == "forehead":
-        up = lm[27] - lm[8]                     # chin → top of the nose bridge
-        brows = lm[17:27] + rng.uniform(0.1, 0.4) * up
-        return [np.concatenate([lm, brows])]
+        return [_with_forehead(lm, rng.uniform(*_FOREHEAD_LIFT))]
     if variant == "inner":                      # brows, eyes, nose and mouth; no jaw line
         return [lm[17:]]
     if variant == "components":                 # brows+eyes+nose, and nose+mouth: a T shape
         return [lm[17:48], np.concatenate([lm[31:36], lm[48:68]])]
     raise ValueError(f"unknown hull variant {variant!r}; expected one of {HULL_VARIANTS}")
+
+
+def _with_forehead(lm: np.ndarray, lift: float) -> np.ndarray:
+    """The 68 landmarks and the brows raised by `lift` times the chin → top of the nose bridge vector."""
+    return np.concatenate([lm, lm[17:27] + lift * (lm[27] - lm[8])])
+
+
+def _filled_hulls(polygons: list[np.ndarray], shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
+    """The union of the polygons' filled convex hulls (uint8 H×W, 1 inside, at 1/16-pixel precision)
+    and its size, the square root of its area (at least 1): what mask sizes scale with."""
+    mask = np.zeros(shape[:2], np.uint8)
+    for pts in polygons:
+        hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
+    return mask, max(float(np.sqrt(np.count_nonzero(mask))), 1.0)
 
 
 @lru_cache(maxsize=8)
@@ -166,14 +180,9 @@ def random_hull_mask(landmarks: np.ndarray, shape: tuple[int, ...], rng: np.rand
     its area) and rescaled so its maximum is 1. Sizes follow the region, so any crop
     resolution gets the same masks and a small region is not eroded or blurred away.
     """
-    h, w = shape[:2]
     lm = np.asarray(landmarks, np.float64).reshape(68, 2)
     variant = HULL_VARIANTS[rng.integers(len(HULL_VARIANTS))] if variant is None else variant
-    mask = np.zeros((h, w), np.uint8)
-    for pts in _hull_polygons(lm, variant, rng):
-        hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))
-        cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
-    size = max(float(np.sqrt(np.count_nonzero(mask))), 1.0)
+    mask, size = _filled_hulls(_hull_polygons(lm, variant, rng), shape)
     mask = _elastic(mask, rng, rng.uniform(0.005, 0.05) * size)
     erode = rng.random() < 0.5
     radius = int(rng.integers(0, int((0.05 if erode else 0.02) * size) + 1))
@@ -285,12 +294,8 @@ def head_mask(landmarks: np.ndarray, shape: tuple[int, ...], rng: np.random.Gene
     20–40 % of the face's size, elastically deformed, with a ramp of σ 2–4 % of that size. It is 1
     over every mask `random_hull_mask` can draw at full strength, so a seam along it lies in the
     hair, ears, neck and background, never where a pasted face would meet its host."""
-    h, w = shape[:2]
     lm = np.asarray(landmarks, np.float64).reshape(68, 2)
-    mask = np.zeros((h, w), np.uint8)
-    pts = np.concatenate([lm, lm[17:27] + 0.4 * (lm[27] - lm[8])])
-    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts * 16).astype(np.int32)), 1, lineType=cv2.LINE_8, shift=4)
-    size = max(float(np.sqrt(np.count_nonzero(mask))), 1.0)
+    mask, size = _filled_hulls([_with_forehead(lm, _FOREHEAD_LIFT[1])], shape)
     radius = int(rng.uniform(0.2, 0.4) * size)
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
     mask = _elastic(mask, rng, rng.uniform(0.005, 0.03) * size)

@@ -107,7 +107,7 @@ class XrayDataset(Dataset):
         self._reals = np.array(reals)
         self._real_identities = np.array([self.records[i]["identity"] for i in reals], dtype=object)
         lms = np.array([self.records[i]["landmarks68"] for i in reals], np.float32)
-        self.neighbours = NeighbourIndex(lms, [self.records[i]["identity"] for i in reals])
+        self.neighbours = NeighbourIndex(lms, self._real_identities)
 
     def _other_identity(self, rec: dict, rng: np.random.Generator) -> dict:
         """A random real record of another identity than `rec`'s (of any, when there is no other)."""
