@@ -13,7 +13,7 @@ import torch
 from facexray.cli import main
 from facexray.engines.xray import WEAK_MODEL_AUC
 from facexray.models.checkpoint import read_metadata
-from facexray.train.dataset import SampleConfig, XrayDataset
+from facexray.train.dataset import SampleConfig, XrayDataset, paired_collate
 from facexray.train.loop import TrainConfig, lr_at, train
 
 
@@ -221,6 +221,43 @@ def test_real_faces_may_be_changed_and_stay_real(tiny_dataset, option):
     v_clean = XrayDataset(tiny_dataset, "val", SampleConfig(**plain), train=False)
     v_changed = XrayDataset(tiny_dataset, "val", SampleConfig(**plain, **{option: 1.0}), train=False)
     assert torch_equal(v_clean[0]["image"], v_changed[0]["image"])
+
+
+def test_paired_items_are_a_face_and_its_blend_alike_in_all_but_the_blend(tiny_dataset):
+    """SBI's batches: each real face is shown as itself and blended, with one crop, change, cutout and
+    augmentation, so that nothing outside the blend tells them apart; `paired_collate` keeps each pair
+    side by side in a batch of faces."""
+    cfg = SampleConfig(paired=True, real_change_prob=0.5, real_reframe_prob=0.5, cutout_prob=0.5)
+    ds = XrayDataset(tiny_dataset, "train", cfg, seed=0)
+    unpaired = XrayDataset(tiny_dataset, "train", replace(cfg, paired=False), seed=0)
+    border = np.ones((256, 256), bool)
+    border[12:-12, 12:-12] = False                   # outside the head: no paste reaches the crop's edge
+    for i in range(min(6, len(ds))):
+        item = ds[i]
+        assert item["image"].shape == (2, 3, 256, 256) and item["label"].tolist() == [0.0, 1.0]
+        assert float(item["xray"][0].max()) == 0.0 and float(item["xray"][1].max()) > 0.3
+        assert item["index"].tolist() == [i, i] and torch_equal(ds[i]["image"], item["image"])
+        real, fake = item["image"].float()
+        diff = (real - fake).abs().mean(0)
+        seam = torch.nn.functional.interpolate(item["xray"][1][None, None], size=(256, 256))[0, 0] > 0.1
+        assert float(diff[seam].mean()) > 2.0                               # they differ along the seam,
+        assert float(diff[border].mean()) < 0.25 * float(diff[seam].mean())  # not around the face
+        other = unpaired[i]["image"].float()                                # drawn alone, another augmentation
+        assert (real - other).abs().mean(0)[border].mean() > 1.0
+    batch = paired_collate([ds[0], ds[1]])
+    assert batch["image"].shape == (4, 3, 256, 256) and batch["label"].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert batch["index"].tolist() == [0, 0, 1, 1]
+    val = XrayDataset(tiny_dataset, "val", cfg, seed=0, train=False)        # validation items stay single
+    assert val[0]["image"].shape == (3, 256, 256)
+
+
+def test_paired_training_runs_its_steps_and_refuses_an_odd_batch(tiny_dataset, tmp_path):
+    cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "run"), epochs=1, batch_size=4, workers=0,
+                      steps_per_epoch=3, log_every=1, sample=SampleConfig(paired=True))
+    res = train(cfg)
+    assert res.history[-1]["step"] == 3
+    with pytest.raises(ValueError, match="even batch size"):
+        train(replace(cfg, batch_size=5, out=str(tmp_path / "odd")))
 
 
 def test_the_default_recipe_parses_with_its_degradations():

@@ -92,7 +92,9 @@ def _hull_region(lm: np.ndarray, rng: np.random.Generator) -> _Region:
     return _Region(cv2.convexHull(outline[idx].astype(np.float32)).reshape(-1, 2).astype(np.float64))
 
 
-def _fill(image: np.ndarray, cut: np.ndarray) -> np.ndarray:
+def fill_cutout(image: np.ndarray, cut: np.ndarray) -> np.ndarray:
+    """`image` with the pixels of a cutout mask (bool H×W) filled: the same cutout on another
+    picture of the face (the real side of a paired item, `SampleConfig.paired`)."""
     out = image.copy()
     out[cut] = CUTOUT_FILL
     return out
@@ -101,13 +103,13 @@ def _fill(image: np.ndarray, cut: np.ndarray) -> np.ndarray:
 def sensory_cutout(image: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Black out a thick band over the eyes, nose or mouth. Returns (image, cutout mask bool H×W)."""
     cut = _sensory_region(np.asarray(lm, np.float64).reshape(68, 2), rng).raster(image.shape[:2])
-    return _fill(image, cut), cut
+    return fill_cutout(image, cut), cut
 
 
 def hull_cutout(image: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Black out a region bounded by the face outline. Returns (image, cutout mask bool H×W)."""
     cut = _hull_region(np.asarray(lm, np.float64).reshape(68, 2), rng).raster(image.shape[:2])
-    return _fill(image, cut), cut
+    return fill_cutout(image, cut), cut
 
 
 def cutout_overlap(cut: np.ndarray, xray: np.ndarray) -> float:
@@ -137,5 +139,5 @@ def face_cutout(image: np.ndarray, lm: np.ndarray, rng: np.random.Generator, ble
         for scale in _SHRINK:
             cut = region.raster(shape, scale)
             if xray is None or cutout_overlap(cut, xray) <= max_overlap:
-                return _fill(image, cut), cut
+                return fill_cutout(image, cut), cut
     return image.copy(), np.zeros(shape, bool)

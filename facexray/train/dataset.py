@@ -12,7 +12,9 @@ and its X-ray target:
 Face-Cutout is applied with its overlap rule against the blending mask. Randomness
 comes from a generator seeded by (seed, epoch, item), so any worker count gives the
 same samples. With `passes` > 1 an epoch draws every face that many times, each
-draw an item of its own (its own blend, cutout and augmentation).
+draw an item of its own (its own blend, cutout and augmentation). A paired training set
+(`SampleConfig.paired`) gives each item as two faces, real and blended: its tensors carry a
+leading 2, and `paired_collate` lays the pairs out as one batch.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ..faces.crop import CropSpec
 from .augment import augment
 from .blend import NeighbourIndex, blend_bi, reframe_real, self_blend, source_change, xray_target
-from .cutout import face_cutout
+from .cutout import face_cutout, fill_cutout
 from .degrade import DegradeConfig
 from .index import read_index
 
@@ -52,6 +54,10 @@ class SampleConfig:
     # The share of real faces whose head is shown over a new or changed surround, or softened in
     # its frame, along a seam outside the face (`blend.reframe_real`): still real.
     real_reframe_prob: float = 0.0
+    # Training items as pairs (SBI's batches): each real face is shown twice in its batch, as
+    # itself and blended, with the same crop, real-side change, cutout and augmentation, so
+    # nothing but the blend tells the two apart (`fake_prob` is then 1/2 by construction).
+    paired: bool = False
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
 
     # A curriculum for training from scratch: in training epoch e the pasted region of a blended
@@ -104,6 +110,9 @@ class XrayDataset(Dataset):
         self.config, self.seed, self.crop, self.train = config, seed, crop, train
         self.epoch = 0
         reals = [i for i, r in enumerate(self.records) if r["label"] == "real"]
+        self.paired = train and config.paired
+        if self.paired and len(reals) < len(self.records):
+            raise ValueError("paired items pair real faces with their own blends: this dataset has labelled fakes")
         self._reals = np.array(reals)
         self._real_identities = np.array([self.records[i]["identity"] for i in reals], dtype=object)
         lms = np.array([self.records[i]["landmarks68"] for i in reals], np.float32)
@@ -146,12 +155,42 @@ class XrayDataset(Dataset):
             mask = np.ascontiguousarray(m[y0:y0 + s, x0:x0 + s]).astype(np.float32) / 255.0
         return img, lm, mask
 
+    def _blend(self, i: int, img: np.ndarray, lm: np.ndarray,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Real record `i`'s face `img` blended, by SBI or BI as the recipe mixes them (with this
+        epoch's colour boost): (image, blending mask, X-ray target)."""
+        cfg = self.config
+        if rng.random() < cfg.sbi_prob:
+            res = self_blend(img, lm, rng)
+        else:
+            k = int(np.flatnonzero(self._reals == i)[0])
+            other = self.records[int(self._reals[self.neighbours.pick(k, rng, k=cfg.neighbours)])]
+            src, src_lm, _ = self._load(other, rng)
+            res = blend_bi(img, lm, src, src_lm, rng)
+        img, mask = res.image, res.mask
+        boost = self.boost
+        if boost > 0:
+            offset = boost * rng.uniform(0.5, 1.0, 3) * rng.choice([-1.0, 1.0], 3)
+            img = np.clip(img + mask[..., None] * offset.astype(np.float32), 0, 255).round().astype(np.uint8)
+        return img, mask, res.xray
+
+    def _shown_real(self, img: np.ndarray, lm: np.ndarray, rec: dict, rng: np.random.Generator) -> np.ndarray:
+        """A real training face as the recipe shows it: changed over the whole face, or reframed."""
+        cfg = self.config
+        if rng.random() < cfg.real_change_prob:
+            img = source_change(img, rng)
+        if rng.random() < cfg.real_reframe_prob:
+            img = reframe_real(img, lm, self._load(self._other_identity(rec, rng), rng)[0], rng)
+        return img
+
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         cfg = self.config
         rng = np.random.default_rng([self.seed, self.epoch if self.train else 0, item])
         i = item % len(self.records)
         rec = self.records[i]
         img, lm, mask = self._load(rec, rng)
+        if self.paired:
+            return self._pair(i, rec, img, lm, rng)
         valid = 1.0
         if rec["label"] == "fake":
             label = 1.0
@@ -159,31 +198,44 @@ class XrayDataset(Dataset):
             target = xray_target(mask) if mask is not None else np.zeros((64, 64), np.float32)
         elif rng.random() < cfg.fake_prob:
             label = 1.0
-            if rng.random() < cfg.sbi_prob:
-                res = self_blend(img, lm, rng)
-            else:
-                k = int(np.flatnonzero(self._reals == i)[0])
-                other = self.records[int(self._reals[self.neighbours.pick(k, rng, k=cfg.neighbours)])]
-                src, src_lm, _ = self._load(other, rng)
-                res = blend_bi(img, lm, src, src_lm, rng)
-            img, mask, target = res.image, res.mask, res.xray
-            boost = self.boost
-            if boost > 0:
-                offset = boost * rng.uniform(0.5, 1.0, 3) * rng.choice([-1.0, 1.0], 3)
-                img = np.clip(img + mask[..., None] * offset.astype(np.float32), 0, 255).round().astype(np.uint8)
+            img, mask, target = self._blend(i, img, lm, rng)
         else:
             label, target = 0.0, np.zeros((64, 64), np.float32)
-            if self.train and rng.random() < cfg.real_change_prob:
-                img = source_change(img, rng)
-            if self.train and rng.random() < cfg.real_reframe_prob:
-                img = reframe_real(img, lm, self._load(self._other_identity(rec, rng), rng)[0], rng)
+            if self.train:
+                img = self._shown_real(img, lm, rec, rng)
         if self.train and rng.random() < cfg.cutout_prob:
             img, _ = face_cutout(img, lm, rng, blend_mask=mask, max_overlap=cfg.max_cutout_overlap)
         if self.train and cfg.augment:
             img, target = augment(img, target, rng, cfg.degrade)
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
-        return {"image": x, "xray": torch.from_numpy(np.ascontiguousarray(target, np.float32)),
-                "label": torch.tensor(label), "xray_valid": torch.tensor(valid), "index": torch.tensor(i)}
+        return _item(img, target, label, valid, i)
+
+    def _pair(self, i: int, rec: dict, img: np.ndarray, lm: np.ndarray,
+              rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Real record `i` as a pair of training faces, real then blended (`SampleConfig.paired`)."""
+        cfg = self.config
+        real = self._shown_real(img, lm, rec, rng)
+        fake, mask, target = self._blend(i, real, lm, rng)
+        if rng.random() < cfg.cutout_prob:
+            fake, cut = face_cutout(fake, lm, rng, blend_mask=mask, max_overlap=cfg.max_cutout_overlap)
+            real = fill_cutout(real, cut)
+        real_target = np.zeros_like(target)
+        if cfg.augment:
+            seed = int(rng.integers(2**63))
+            real, real_target = augment(real, real_target, np.random.default_rng(seed), cfg.degrade)
+            fake, target = augment(fake, target, np.random.default_rng(seed), cfg.degrade)
+        a, b = _item(real, real_target, 0.0, 1.0, i), _item(fake, target, 1.0, 1.0, i)
+        return {k: torch.stack([a[k], b[k]]) for k in a}
+
+
+def _item(img: np.ndarray, target: np.ndarray, label: float, xray_valid: float, index: int) -> dict[str, torch.Tensor]:
+    return {"image": torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1),
+            "xray": torch.from_numpy(np.ascontiguousarray(target, np.float32)),
+            "label": torch.tensor(label), "xray_valid": torch.tensor(xray_valid), "index": torch.tensor(index)}
+
+
+def paired_collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """A batch of paired items (`SampleConfig.paired`) as one batch of faces, each pair side by side."""
+    return {k: v.flatten(0, 1) for k, v in default_collate(items).items()}
 
 
 def calibration_faces(dataset: str | Path, checkpoint_meta: dict, faces: int = 128) -> list[np.ndarray]:

@@ -40,7 +40,7 @@ from .. import __version__
 from ..faces.crop import CropSpec
 from ..models.checkpoint import load_checkpoint, load_checkpoint_as, save_checkpoint
 from ..models.xray import DEFAULT_ARCH, XRAY_STRIDE, create_model
-from .dataset import SampleConfig, XrayDataset, model_input
+from .dataset import SampleConfig, XrayDataset, model_input, paired_collate
 from .index import read_index
 from .metrics import binary_metrics
 
@@ -245,10 +245,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_amp = cfg.amp and cuda
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    if len(train_ds) < cfg.batch_size:
-        raise ValueError(f"the training split has {len(train_ds)} faces, fewer than one batch of {cfg.batch_size}")
-    steps_per_epoch = cfg.steps_per_epoch or len(train_ds) // cfg.batch_size
-    train_ds.passes = math.ceil(steps_per_epoch * cfg.batch_size / len(train_ds))
+    faces_per_item = 2 if train_ds.paired else 1
+    if cfg.batch_size % faces_per_item:
+        raise ValueError(f"paired items need an even batch size, not {cfg.batch_size}")
+    items_per_batch = cfg.batch_size // faces_per_item
+    if len(train_ds) < items_per_batch:
+        raise ValueError(f"the training split has {len(train_ds)} faces, too few for a batch of {cfg.batch_size}")
+    steps_per_epoch = cfg.steps_per_epoch or len(train_ds) // items_per_batch
+    train_ds.passes = math.ceil(steps_per_epoch * items_per_batch / len(train_ds))
     total = steps_per_epoch * cfg.epochs
     log_path = out / "metrics.jsonl"
     state = {"epoch": 0, "step": 0, "best_auc": -1.0, "history": [], "elapsed_s": 0.0}
@@ -274,8 +278,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
         while state["epoch"] < cfg.epochs and not out_of_time:
             epoch = state["epoch"]
             train_ds.set_epoch(epoch)
-            loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+            loader = DataLoader(train_ds, batch_size=items_per_batch, shuffle=True, drop_last=True,
                                 num_workers=cfg.workers, pin_memory=cuda,
+                                collate_fn=paired_collate if train_ds.paired else None,
                                 generator=torch.Generator().manual_seed(cfg.seed + epoch))
             model.train()
             patch_rng = np.random.default_rng([cfg.seed, epoch])
