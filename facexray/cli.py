@@ -90,6 +90,11 @@ examples:
 """
 
 
+FLIP_HELP = ("score each face and its mirror image, averaged: what the shipped model is calibrated for; "
+             "--no-flip halves the X-ray work, with the threshold the model's calibration chose for unmirrored "
+             "scores (default: as the model is calibrated)")
+
+
 def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     """The options of `scan` and `explain` that say how files are scored."""
     from .aggregate import DEFAULT_THRESHOLD, AggregateConfig
@@ -110,6 +115,7 @@ def _add_scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH",
                    help="X-ray checkpoint (.safetensors) or export (.onnx); default: the shipped model; "
                         "'random' for a plumbing check with random weights")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help=FLIP_HELP)
     p.add_argument("--detector-weights", metavar="PATH",
                    help="RetinaFace weights (.pth); default: found in $FACEXRAY_MODELS or the cache")
     p.add_argument("--threshold", type=PROBABILITY, default=agg.threshold,
@@ -196,7 +202,7 @@ def _scan_config(a: argparse.Namespace):
     from .scan import ScanConfig
 
     return ScanConfig(
-        out=a.out, model=a.model, engine=a.engine, device=a.device,
+        out=a.out, model=a.model, flip=a.flip, engine=a.engine, device=a.device,
         detector=replace(DetectorConfig(), weights=a.detector_weights, min_face=a.min_face,
                          score_threshold=a.det_threshold),
         pipeline=replace(PipelineConfig(), sample=a.sample, detect_batch=a.detect_batch, xray_batch=a.xray_batch,
@@ -415,6 +421,10 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", help="which split's real sources to score (default val)")
     p.add_argument("--sample", type=_sample_spec, default=DEFAULT_SAMPLE, metavar="SPEC",
                    help=f"frames scored per video, as scan's --sample (default {DEFAULT_SAMPLE})")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="score each face and its mirror image and average them (steadier scores, twice the X-ray "
+                        "work); stored with the threshold, so scan and watch score that way (default: as the "
+                        "checkpoint was calibrated; off for a new one)")
     p.add_argument("--engine", default="auto", help="auto, torch or onnxruntime")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_calibrate)
@@ -426,7 +436,7 @@ def _run_calibrate(a: argparse.Namespace) -> int:
 
     try:
         cal = calibrate(a.checkpoint, a.data, max_false_alarm=a.max_false_alarm, sample=a.sample, split=a.split,
-                        engine=a.engine, progress=not a.quiet)
+                        engine=a.engine, progress=not a.quiet, flip=a.flip)
     except FacexrayError as e:
         print(f"facexray calibrate: {e}", file=sys.stderr)
         return 3
@@ -436,7 +446,7 @@ def _run_calibrate(a: argparse.Namespace) -> int:
     out = write_calibrated(a.checkpoint, cal, a.out)
     print(f"threshold {cal.threshold:.3f}: {cal.false_alarm_rate:.1%} of {cal.real_sources} real videos and photos of the "
           f"{a.split} split at or above it (at most {cal.max_false_alarm:.0%} asked; {len(cal.no_face)} without a "
-          f"face)\nwrote {out}")
+          f"face{'; each face scored with its mirror image' if cal.flip else ''})\nwrote {out}")
     return 0
 
 
@@ -528,6 +538,7 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backoff-max", type=POSITIVE, metavar="S",
                    help=f"longest wait between reconnects (default {w.reconnect.max_s})")
     p.add_argument("--model", metavar="PATH", help="X-ray checkpoint or .onnx; 'random' for a plumbing check")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help=FLIP_HELP)
     p.add_argument("--engine", help=f"inference engine (default {w.engine})")
     p.add_argument("--device", help=f"cpu or cuda[:N] (default {w.device})")
     p.add_argument("--detector-weights", metavar="PATH", help="RetinaFace weights (.pth)")
@@ -553,7 +564,8 @@ def _run_watch(a: argparse.Namespace) -> int:
         cfg = WatchConfig.load(
             a.config, streams=streams_from_urls(a.urls), http=a.http, analysis_fps=a.analysis_fps,
             queue_frames=a.queue_frames, events=a.events, images=a.images, webhook=a.webhook,
-            webhook_retries=a.webhook_retries, status_interval_s=a.status_interval, model=a.model, engine=a.engine, device=a.device,
+            webhook_retries=a.webhook_retries, status_interval_s=a.status_interval, model=a.model, flip=a.flip,
+            engine=a.engine, device=a.device,
             pipeline={"detect_batch": a.max_batch, "batch_wait_ms": a.max_wait_ms},
             alert={"threshold": a.threshold, "min_duration_s": a.min_duration, "hysteresis": a.hysteresis,
                    "window_s": a.window},

@@ -180,15 +180,17 @@ class Pipeline:
 
     @classmethod
     def load(cls, model: str | None, engine: str, device: str, detector: DetectorConfig,
-             config: PipelineConfig = PipelineConfig(), observer: BatchObserver | None = None) -> Pipeline:
-        """Load the X-ray model (`engines.xray.load_xray`: None is the shipped one) and the detector, and wire them.
+             config: PipelineConfig = PipelineConfig(), observer: BatchObserver | None = None,
+             flip: bool | None = None) -> Pipeline:
+        """Load the X-ray model (`engines.xray.load_xray`: None is the shipped one; `flip` as there) and the
+        detector, and wire them.
 
         Raises what loading raises (`FacexrayError`, `RuntimeError`, `ValueError`) with what is missing.
         """
         from .engines.xray import load_xray
         from .faces.detect import RetinaFaceDetector
 
-        xray = load_xray(model, engine=engine, device=device)
+        xray = load_xray(model, engine=engine, device=device, flip=flip)
         return cls(RetinaFaceDetector(config=detector, engine=engine, device=device), xray, config, observer)
 
     def _detect_batch(self, images: list[np.ndarray]) -> list[tuple[Detections, float]]:

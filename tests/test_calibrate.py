@@ -1,6 +1,7 @@
 """The verdict threshold chosen on data: how it is chosen, where it is stored, and who uses it."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -47,6 +48,53 @@ def test_the_calibration_travels_in_the_checkpoint_and_sets_the_runner_threshold
     assert load_xray(raw, engine="torch").threshold == DEFAULT_THRESHOLD
 
 
+FLIPPED = Calibration(threshold=0.456, max_false_alarm=0.05, false_alarm_rate=0.04, real_sources=25, sample="uniform=32",
+                      split="val", flip=True, unflipped={"threshold": 0.321, "max_false_alarm": 0.05, "real_sources": 25,
+                                                         "flip": False})
+
+
+def test_a_calibration_chosen_on_mirror_averaged_scores_makes_the_checkpoint_score_so(calibrated, tmp_path):
+    """`calibrate --flip` records the flip beside the threshold; every way of loading the checkpoint (torch,
+    an ONNX export, `init:` for training) then scores as the threshold was chosen, or says it cannot."""
+    from facexray.engines.xray import export_xray_onnx
+    from facexray.models.checkpoint import load_checkpoint, load_checkpoint_as
+
+    _, raw = calibrated
+    path = write_calibrated(raw, FLIPPED, tmp_path / "flip.safetensors")
+    cal = replace(FLIPPED, unflipped=None)
+    assert read_metadata(path)["calibration"]["flip"] is True
+    assert load_checkpoint(path)[0].flip and not load_checkpoint(raw)[0].flip
+    assert not load_checkpoint_as(path, "xray_efficientnet_lite0")[0].flip      # training never flips
+
+    crops = np.random.default_rng(0).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    mirrored = np.ascontiguousarray(crops[:, :, ::-1])
+    runner = load_xray(path, engine="torch")
+    assert runner.flip and runner.threshold == 0.456 and runner.describe()["flip"] is True
+    (p, m), (pm, mm) = runner(crops), runner(mirrored)
+    np.testing.assert_allclose(p, pm, atol=1e-6)
+    np.testing.assert_allclose(m, mm[:, :, ::-1], atol=1e-6)
+    plain = load_xray(raw, engine="torch")
+    assert not plain.flip and np.abs(plain(crops)[0] - p).max() > 1e-4
+
+    import shutil
+
+    same_name = shutil.copy(raw, tmp_path / "m.safetensors")       # recalibrated in place: the same weights and name
+    np.testing.assert_allclose(load_xray(same_name, engine="onnxruntime")(crops)[0], plain(crops)[0], atol=1e-4)
+    write_calibrated(same_name, cal)
+    np.testing.assert_allclose(load_xray(same_name, engine="onnxruntime")(crops)[0], p, atol=1e-4)  # not its cache
+
+    onnx = load_xray(export_xray_onnx(path, tmp_path / "flip.onnx"), engine="onnxruntime")
+    assert onnx.flip and onnx.threshold == 0.456
+    np.testing.assert_allclose(onnx(crops)[0], p, atol=1e-4)
+
+    unflipped = load_xray(path, engine="torch", flip=False)     # the threshold chosen on unmirrored scores
+    assert not unflipped.flip and unflipped.threshold == 0.321
+    np.testing.assert_allclose(unflipped(crops)[0], plain(crops)[0], atol=1e-6)
+    assert load_xray(same_name, engine="torch", flip=False).threshold == DEFAULT_THRESHOLD   # none was chosen
+    with pytest.raises(ValueError, match="as it was exported"):
+        load_xray(tmp_path / "flip.onnx", engine="onnxruntime", flip=False)
+
+
 @pytest.mark.usefixtures("detector_weights")
 def test_scan_uses_the_model_threshold_unless_one_is_given(calibrated, shared_dir, tmp_path, capsys):
     path, _ = calibrated
@@ -63,6 +111,23 @@ def test_scan_uses_the_model_threshold_unless_one_is_given(calibrated, shared_di
     rec2 = json.loads(out2.read_text())
     assert rec2["meta"]["threshold"] == 1.0 and rec2["verdict"] == "real"
     assert "verdict threshold 1.000 (--threshold)" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("detector_weights")
+def test_scan_scores_as_the_model_is_calibrated_and_no_flip_takes_the_unmirrored_threshold(calibrated, shared_dir,
+                                                                                         tmp_path, capsys):
+    path = write_calibrated(calibrated[1], FLIPPED, tmp_path / "flip.safetensors")
+    clip = shared_dir / "data/real_videos/lia/data__vox__driving2.mp4"
+    recs = {}
+    for flag in ([], ["--no-flip"]):
+        out = tmp_path / f"r{len(flag)}.jsonl"
+        assert main(["scan", str(clip), "--model", str(path), "--sample", "uniform=3", "--out", str(out), "-q",
+                     *flag]) == 0
+        recs[tuple(flag)] = rec = json.loads(out.read_text())
+        assert rec["meta"]["xray_model"]["flip"] == (not flag)
+    assert recs[()]["meta"]["threshold"] == 0.456 and recs["--no-flip",]["meta"]["threshold"] == 0.321
+    assert recs[()]["score"] != recs["--no-flip",]["score"]
+    assert "each face scored with its mirror image" in capsys.readouterr().err
 
 
 def test_a_watch_alert_rule_takes_the_model_threshold_unless_set():

@@ -211,6 +211,21 @@ def test_fusing_per_branch_equals_fusing_the_concatenation(arch):
         torch.testing.assert_close(model._fused(feats), model.fuse(torch.cat(same, 1)), atol=1e-5, rtol=1e-4)
 
 
+def test_flip_averages_the_logits_of_a_face_and_its_mirror_image():
+    """Scored with `flip`, a face and its mirror image get the same score and mirrored X-rays, and the score is
+    the mean of the two views' logits."""
+    model, _ = random_model("xray_efficientnet_lite0_f8", crop=CROP)
+    x = images(3)
+    with torch.no_grad():
+        (p, _), (pm, _) = model(x), model(x.flip(-1))
+        model.flip = True
+        (pf, mf), (pfm, mfm) = model(x), model(x.flip(-1))
+    assert (p - pm).abs().max() > 1e-4, "a random network is not mirror-invariant by itself"
+    torch.testing.assert_close(pf, pfm, atol=1e-6, rtol=0)
+    torch.testing.assert_close(mf, mfm.flip(-1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.logit(pf), (torch.logit(p) + torch.logit(pm)) / 2, atol=1e-5, rtol=1e-4)
+
+
 def test_a_checkpoint_converts_to_an_architecture_with_the_same_weights_and_says_so(tmp_path):
     from facexray.models.checkpoint import convert_checkpoint
 

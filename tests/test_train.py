@@ -131,6 +131,13 @@ def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir
     scores = np.array(list(cal["scores"].values()))
     assert (scores >= cal["threshold"]).mean() == cal["false_alarm_rate"] <= 0.25
     assert (scores >= cal["threshold"] - 0.001).mean() > 0.25 or cal["threshold"] == 0.0
+    # each face scored with its mirror image too: its own scores and threshold, the unmirrored calibration beside
+    flip_path = tmp_path / "flip.safetensors"
+    assert main(["calibrate", str(res.best), "--data", str(tiny_dataset), "--out", str(flip_path), "--flip",
+                 "--sample", "uniform=4", "--max-false-alarm", "0.25", "-q"]) == 0
+    flipped = read_metadata(flip_path)["calibration"]
+    assert flipped["flip"] and not cal["flip"] and flipped["scores"] != cal["scores"]
+    assert flipped["unflipped"]["scores"] == cal["scores"] and flipped["unflipped"]["threshold"] == cal["threshold"]
 
 
 def test_lr_warms_up_then_anneals_over_the_steps_or_the_time_budget_whichever_ends_first():

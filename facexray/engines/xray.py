@@ -51,6 +51,11 @@ class XrayRunner:
         return bool(self.metadata.get("random"))
 
     @property
+    def flip(self) -> bool:
+        """Whether each face is scored with its mirror image (`models.xray.XrayNet`)."""
+        return bool((self.metadata.get("calibration") or {}).get("flip"))
+
+    @property
     def threshold(self) -> float:
         """The video verdict threshold chosen for this model on data (`train/calibrate.py`), stored in its
         checkpoint; `aggregate.DEFAULT_THRESHOLD` when it records none."""
@@ -66,7 +71,8 @@ class XrayRunner:
         if cal.get("threshold") is None:
             return "the default; this model records no calibrated threshold"
         return (f"the model's own: at most {cal['max_false_alarm']:.0%} false alarms on the "
-                f"{cal['real_sources']} real videos and photos of its validation identities")
+                f"{cal['real_sources']} real videos and photos of its validation identities"
+                + (", each face scored with its mirror image" if self.flip else ""))
 
     @property
     def warning(self) -> str | None:
@@ -88,15 +94,18 @@ class XrayRunner:
         return out["prob"].reshape(-1).cpu().numpy(), out["xray"].cpu().numpy()
 
     def describe(self) -> dict:
-        return {"name": self.name, "arch": self.metadata.get("arch"), "random": self.is_random,
+        return {"name": self.name, "arch": self.metadata.get("arch"), "random": self.is_random, "flip": self.flip,
                 "threshold": self.threshold, "threshold_note": self.threshold_note, **self.engine.describe()}
 
 
 def load_xray(model: str | Path | None = None, engine: str = "auto", device: str = "cpu",
-              options: TorchOptions | None = None) -> XrayRunner:
+              options: TorchOptions | None = None, flip: bool | None = None) -> XrayRunner:
     """Load the X-ray model: `None` → the shipped default, `"random"` → seeded random weights
     (plumbing checks only), a `.safetensors` checkpoint, or an `.onnx` export. `options` tune
-    the torch engine (default: `TorchOptions.for_device(device)`).
+    the torch engine (default: `TorchOptions.for_device(device)`); `flip` overrides whether
+    faces are scored with their mirror images (`models.xray.XrayNet`; default: as the checkpoint's
+    calibration was chosen; the threshold is then the one chosen that way, or none). An `.onnx`
+    export scores as it was exported.
 
     Raises `ModelNotFoundError` with what to do when the weights are not there.
     """
@@ -118,6 +127,8 @@ def load_xray(model: str | Path | None = None, engine: str = "auto", device: str
         if path.suffix == ".onnx":
             if engine != "onnxruntime":
                 raise ValueError("an .onnx model runs on --engine onnxruntime")
+            if flip is not None:
+                raise ValueError("an .onnx model scores as it was exported: flip applies to a checkpoint")
             eng = OnnxRuntimeEngine(path, device=device)
             meta = json.loads(eng.session.get_modelmeta().custom_metadata_map.get("facexray", "null") or "null")
             if not meta:
@@ -125,6 +136,11 @@ def load_xray(model: str | Path | None = None, engine: str = "auto", device: str
             return XrayRunner(eng, meta, path.name)
         net, meta = load_checkpoint(path)
         key, name = f"{path.stem}-{meta['arch']}", path.name     # the weights' hash alone misses the architecture
+    if flip is not None and flip != net.flip:    # the threshold was chosen on other scores: the unflipped one, if any
+        net.flip = flip
+        meta = {**meta, "calibration": (None if flip else (meta.get("calibration") or {}).get("unflipped"))
+                or {"flip": flip}}
+    key += "-flip" if net.flip else ""           # nor does it tell the mirror-image average
     size = CropSpec.from_dict(meta["crop"]).size
     eng = create_engine(engine, net, OUTPUT_NAMES, (1, 3, size, size), key=key, device=device, options=options)
     return XrayRunner(eng, meta, name)

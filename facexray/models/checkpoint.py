@@ -10,7 +10,9 @@ document in the safetensors header metadata under the key "facexray":
     xray_size       64
     dtype           "float32" or "float16" (how the weights are stored; models load as float32)
     provenance      free dict: recipe, data, git commit, date
-    calibration     (optional) the video verdict threshold chosen on validation data (`train/calibrate.py`)
+    calibration     (optional) the video verdict threshold chosen on validation data (`train/calibrate.py`),
+                    and whether the scores it was chosen on average each face with its mirror image ("flip":
+                    the network is then built with `XrayNet(flip=True)`)
     ...             any `extra` fields, e.g. "random": true for `random_model`
 
 Nothing here unpickles: facexray checkpoints are safetensors, and ImageNet `.pth`
@@ -113,7 +115,7 @@ def load_checkpoint_as(path: str | Path, arch: str) -> tuple[XrayNet, dict[str, 
     """`path`'s weights in architecture `arch`, one that has the very same weights and differs in how it
     computes (e.g. `xray_efficientnet_lite0` and its `_f8` variant, which fuses the branches at 1/8);
     returns (model in eval mode, the checkpoint's metadata). Raises ValueError when they do not fit."""
-    model, meta = load_checkpoint(path)
+    model, meta = load_checkpoint(path, flip=False)
     if meta["arch"] == arch:
         return model, meta
     target = XrayNet(arch)
@@ -135,14 +137,20 @@ def convert_checkpoint(path: str | Path, arch: str, out: str | Path) -> Path:
                            half=meta.get("dtype") == "float16")
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[XrayNet, dict[str, Any]]:
-    """Build the network a checkpoint names and load its weights strictly; returns (model in eval mode, metadata)."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    flip: bool | None = None) -> tuple[XrayNet, dict[str, Any]]:
+    """Build the network a checkpoint names and load its weights strictly; returns (model in eval mode, metadata).
+
+    `flip` (see `XrayNet`) defaults to what the checkpoint's calibration was chosen with.
+    """
     meta = read_metadata(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: cannot read its weights ({e})") from e
-    model = XrayNet(meta["arch"])
+    if flip is None:
+        flip = bool((meta.get("calibration") or {}).get("flip"))
+    model = XrayNet(meta["arch"], flip=flip)
     _load_strict(model, state, str(path))
     return model.eval().to(device), meta
 

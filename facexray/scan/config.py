@@ -32,6 +32,7 @@ class ScanConfig:
 
     out: str | None = None
     model: str | None = None
+    flip: bool | None = None          # score faces with their mirror images: None = as the model is calibrated
     engine: str = "auto"
     device: str = "cpu"
     detector: DetectorConfig = field(default_factory=DetectorConfig)

@@ -93,7 +93,7 @@ class Backend(Protocol):
 
 def build_pipeline(cfg: ScanConfig, observer: BatchObserver | None = None) -> Pipeline:
     """The detector + X-ray pipeline a scan runs (one per process, or per Ray worker), shared by its videos."""
-    return Pipeline.load(cfg.model, cfg.engine, cfg.device, cfg.detector, cfg.pipeline, observer)
+    return Pipeline.load(cfg.model, cfg.engine, cfg.device, cfg.detector, cfg.pipeline, observer, flip=cfg.flip)
 
 
 class LocalBackend:

@@ -137,6 +137,7 @@ class WatchConfig:
     webhook_retries: int = 3
     webhook_timeout_s: float = 5.0
     model: str | None = None
+    flip: bool | None = None          # score faces with their mirror images: None = as the model is calibrated
     engine: str = "auto"
     device: str = "cpu"
     detector: DetectorConfig = field(default_factory=DetectorConfig)

@@ -141,7 +141,8 @@ class Watch:
 
     def _load_engines(self) -> Pipeline:
         cfg = self.cfg
-        pipeline = Pipeline.load(cfg.model, cfg.engine, cfg.device, cfg.detector, cfg.pipeline, self._observe_batch)
+        pipeline = Pipeline.load(cfg.model, cfg.engine, cfg.device, cfg.detector, cfg.pipeline, self._observe_batch,
+                                 flip=cfg.flip)
         self.model_name = pipeline.xray.name
         self.warning = pipeline.xray.warning
         log.info("X-ray model %s; alert threshold %s unless a stream sets its own (%s)", self.model_name,
