@@ -4,7 +4,8 @@ Measures on real clips from ../shared:
   decode-only fps (full decode) and uniform=32 vs full decode of the 60-s 1080p clip,
   detector frames/s at batch 1 and 16, X-ray faces/s at batch 1 and 32 (torch and onnxruntime) of
   each X-ray architecture (`ARCHS`: the shipped EfficientNet-Lite0 fusing at 1/8, the same fusing at 1/4
-  (the model shipped before), and HRNet-W18-small-v2, side by side),
+  (the model shipped before), and HRNet-W18-small-v2, side by side), and of the shipped one scoring
+  each face with its mirror image too (`+flip`, as it is calibrated to: `models.xray.XrayNet`),
   end-to-end `--sample all` fps of the pipeline (torch, onnxruntime; each architecture) and of the
   naive loop (decode a frame, detect it, classify each face at batch 1 with HRNet-W18-small-v2 on torch,
   as reference detect_video code does), and the peak memory (max RSS) of `facexray scan` (the shipped
@@ -36,7 +37,8 @@ from facexray.faces.detect import RetinaFaceDetector  # noqa: E402
 from facexray.models import OUTPUT_NAMES, random_model, read_metadata  # noqa: E402
 from facexray.pipeline import Pipeline, PipelineConfig  # noqa: E402
 
-ARCHS = ("xray_efficientnet_lite0_f8", "xray_efficientnet_lite0", "xray_hrnet_w18_small_v2")
+ARCHS = ("xray_efficientnet_lite0_f8", "xray_efficientnet_lite0", "xray_hrnet_w18_small_v2",
+         "xray_efficientnet_lite0_f8+flip")
 REFERENCE_ARCH = "xray_hrnet_w18_small_v2"   # the naive loop's network, as in the reference implementation
 CLIP = SHARED / "data/real_videos/video_retalking/examples__face__4.mp4"
 LONG = SHARED / "data/bench/facenet_1080p_60s.mp4"
@@ -59,12 +61,15 @@ def naive_loop(path, detector: RetinaFaceDetector, xray) -> int:
     return n
 
 
-def xray_runner(arch: str, engine: str) -> XrayRunner:
-    """The shipped model where it has this architecture (same speed as any weights), else random weights."""
+def xray_runner(name: str, engine: str) -> XrayRunner:
+    """The shipped model where it has this architecture (same speed as any weights), else random weights;
+    a name ending in `+flip` scores each face with its mirror image too, others do not."""
+    arch, _, flip = name.partition("+")
     if DEFAULT_MODEL.exists() and read_metadata(DEFAULT_MODEL)["arch"] == arch:
-        return load_xray(None, engine=engine)
+        return load_xray(None, engine=engine, flip=bool(flip))
     net, meta = random_model(arch, crop=CropSpec().to_dict())
-    return XrayRunner(create_engine(engine, net, OUTPUT_NAMES, (1, 3, 256, 256), key=f"random-{arch}"), meta, arch)
+    net.flip = bool(flip)
+    return XrayRunner(create_engine(engine, net, OUTPUT_NAMES, (1, 3, 256, 256), key=f"random-{name}"), meta, name)
 
 
 def per_second(count: int, seconds: float) -> float:

@@ -10,14 +10,16 @@ detection and X-ray batches ran at the same time (each stage has its own thread)
 
   before         the network that fuses its branches at 1/4 (`xray_efficientnet_lite0`), detector on every frame
   fuse_1/8       the shipped network, fusing at 1/8 (`xray_efficientnet_lite0_f8`), detector on every frame
-  + interval     and the detector skipping frames within `detect_interval_s` (0.05 s) of the last it saw:
-                 the defaults
+  + interval     and the detector skipping frames within `detect_interval_s` (0.05 s) of the last it saw
+                 (`scan --no-flip`)
+  + flip         and each face scored with its mirror image too, as the shipped model is calibrated: the
+                 defaults
   + 1 thread     and each ONNX Runtime session held to one intra-op thread (detector and X-ray run at the
                  same time in their own batcher threads)
   + int8         (with --int8 FILE.onnx, from `facexray export --int8`) the defaults with that int8 X-ray
 
 A decode-only pass gives each clip's decoding cost alone. The shipped model's weights serve the 1/8
-configurations; the 1/4 network runs with random weights (same cost). Writes benchmarks/results/profile.json.
+configurations (unmirrored but in `+ flip`); the 1/4 network runs with random weights (same cost). Writes benchmarks/results/profile.json.
 
     python benchmarks/bench_profile.py [--runs 3] [--int8 FILE.onnx]
 """
@@ -77,7 +79,7 @@ def main() -> None:
     out: dict = {"machine": machine(), "runs": args.runs, "reference_fps": REFERENCE_FPS,
                  "target_over_reference_geomean": TARGET_OVER_REFERENCE}
 
-    shipped = load_xray(None, engine="onnxruntime")
+    shipped = load_xray(None, engine="onnxruntime", flip=False)
     net, meta = random_model("xray_efficientnet_lite0", crop=CropSpec().to_dict())
     fine = XrayRunner(create_engine("onnxruntime", net, OUTPUT_NAMES, (1, 3, 256, 256), key="random-lite0"), meta,
                       "random xray_efficientnet_lite0")
@@ -92,11 +94,14 @@ def main() -> None:
         "fuse_1/8 + interval": (detector, shipped, replace(every, detect_interval_s=PipelineConfig().detect_interval_s)),
         "fuse_1/8 + interval + 1 thread": (detector_1t, shipped_1t,
                                            replace(every, detect_interval_s=PipelineConfig().detect_interval_s)),
+        "fuse_1/8 + interval + flip": (detector, load_xray(None, engine="onnxruntime", flip=True),
+                                       replace(every, detect_interval_s=PipelineConfig().detect_interval_s)),
     }
     if args.int8:
         configs["fuse_1/8 + interval + int8"] = (detector, load_xray(args.int8, engine="onnxruntime"),
                                                  replace(every, detect_interval_s=PipelineConfig().detect_interval_s))
-    out["configs"] = {name: {"xray": x.name, "arch": x.metadata["arch"], "detect_interval_s": c.detect_interval_s,
+    out["configs"] = {name: {"xray": x.name, "arch": x.metadata["arch"], "flip": x.flip,
+                             "detect_interval_s": c.detect_interval_s,
                              "ort_threads": x.engine.session.get_session_options().intra_op_num_threads or "default"}
                       for name, (_, x, c) in configs.items()}
 

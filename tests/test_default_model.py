@@ -36,8 +36,11 @@ def test_default_model_is_small_and_records_its_recipe_data_and_threshold():
     assert len(data["val_identities"]) == data["identities"]["val"]
     assert prov["validation"]["n_fake"] > 100 and prov["validation"]["auc"] >= 0.9
     cal = meta["calibration"]
-    assert 0 < cal["threshold"] < 1 and cal["false_alarm_rate"] <= cal["max_false_alarm"] == 0.05
-    assert cal["real_sources"] >= 20 and cal["dataset_index_sha256"] == data["index_sha256"]
+    # scored with each face's mirror image by default, and calibrated without it too (scan --no-flip)
+    assert cal["flip"] and not cal["unflipped"]["flip"]
+    for c in (cal, cal["unflipped"]):
+        assert 0 < c["threshold"] < 1 and c["false_alarm_rate"] <= c["max_false_alarm"] == 0.05
+        assert c["real_sources"] >= 20 and c["dataset_index_sha256"] == data["index_sha256"]
 
 
 @pytest.fixture(scope="module")

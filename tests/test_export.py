@@ -23,20 +23,30 @@ def test_exported_onnx_carries_metadata_and_matches_torch(tmp_path):
 
 
 def test_int8_export_is_marked_quantized_and_scores_close_to_float(tiny_dataset, tmp_path):
+    """The shipped model (scored with each face's mirror image, so the graph holds both views) quantized on
+    up to 32 training faces scores held-out faces, real and blended, as the float graph does. Scores, not an AUC: a tiny
+    set's AUC moves by a few swapped pairs (on the 825 held-out faces of data/real the int8 blend AUC was
+    0.963 against 0.964 in float, calibrated on 64 faces)."""
     from facexray.engines.xray import DEFAULT_MODEL
     from facexray.models.checkpoint import read_metadata
-    from facexray.train.dataset import calibration_faces
-    from facexray.train.evaluate import evaluate_blended
+    from facexray.train.dataset import SampleConfig, XrayDataset, calibration_faces
 
     src = DEFAULT_MODEL
-    faces = calibration_faces(tiny_dataset, read_metadata(src), faces=8)
+    meta = read_metadata(src)
+    faces = calibration_faces(tiny_dataset, meta, faces=32)
     int8 = export_xray_onnx(src, tmp_path / "q.onnx", int8_faces=faces, int8_source=str(tiny_dataset))
     q, f = load_xray(int8, engine="onnxruntime"), load_xray(src, engine="onnxruntime")
-    assert q.metadata["quantized"]["calibration_faces"] == 8 and q.threshold == f.threshold
+    assert q.metadata["quantized"]["calibration_faces"] == len(faces) and q.threshold == f.threshold and q.flip
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops                   # an int8 graph, not the float one
-    a, b = (evaluate_blended(r, tiny_dataset, "mix", split="val") for r in (f, q))
-    assert abs(a["frame"]["auc"] - b["frame"]["auc"]) < 0.05, (a["frame"], b["frame"])
+    ds = XrayDataset(tiny_dataset, "val", SampleConfig.from_checkpoint(meta), seed=1, crop=f.crop_spec, train=False)
+    crops = np.stack([ds[i]["image"].permute(1, 2, 0).numpy() for i in range(len(ds))])
+    (pf, _), (pq, _) = f(crops), q(crops)
+
+    def logit(p):
+        p = np.clip(p, 1e-4, 1 - 1e-4)
+        return np.log(p / (1 - p))
+    assert len(crops) > 20 and np.corrcoef(logit(pf), logit(pq))[0, 1] > 0.95 and np.abs(pf - pq).mean() < 0.03
 
 
 def test_the_onnx_cache_tells_architectures_with_the_same_weights_apart(tmp_path):
