@@ -115,7 +115,8 @@ def load_checkpoint_as(path: str | Path, arch: str) -> tuple[XrayNet, dict[str, 
     """`path`'s weights in architecture `arch`, one that has the very same weights and differs in how it
     computes (e.g. `xray_efficientnet_lite0` and its `_f8` variant, which fuses the branches at 1/8);
     returns (model in eval mode, the checkpoint's metadata). Raises ValueError when they do not fit."""
-    model, meta = load_checkpoint(path, flip=False)
+    model, meta = load_checkpoint(path)
+    model.flip = False                        # training and conversion never flip
     if meta["arch"] == arch:
         return model, meta
     target = XrayNet(arch)
@@ -137,20 +138,17 @@ def convert_checkpoint(path: str | Path, arch: str, out: str | Path) -> Path:
                            half=meta.get("dtype") == "float16")
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                    flip: bool | None = None) -> tuple[XrayNet, dict[str, Any]]:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[XrayNet, dict[str, Any]]:
     """Build the network a checkpoint names and load its weights strictly; returns (model in eval mode, metadata).
 
-    `flip` (see `XrayNet`) defaults to what the checkpoint's calibration was chosen with.
+    The network scores each face with its mirror image (`XrayNet.flip`) when its calibration was chosen so.
     """
     meta = read_metadata(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: cannot read its weights ({e})") from e
-    if flip is None:
-        flip = bool((meta.get("calibration") or {}).get("flip"))
-    model = XrayNet(meta["arch"], flip=flip)
+    model = XrayNet(meta["arch"], flip=bool((meta.get("calibration") or {}).get("flip")))
     _load_strict(model, state, str(path))
     return model.eval().to(device), meta
 
