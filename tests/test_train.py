@@ -14,7 +14,7 @@ from facexray.cli import main
 from facexray.engines.xray import WEAK_MODEL_AUC
 from facexray.models.checkpoint import read_metadata
 from facexray.train.dataset import SampleConfig, XrayDataset, paired_collate
-from facexray.train.loop import TrainConfig, lr_at, train
+from facexray.train.loop import TrainConfig, lr_at, schedule_done, train
 
 
 def test_dataset_items_are_consistent_and_seeded(tiny_dataset):
@@ -149,6 +149,50 @@ def test_lr_warms_up_then_anneals_over_the_steps_or_the_time_budget_whichever_en
     assert lr_at(10, 1000, timed, elapsed_s=50.0) == pytest.approx(0.5e-3)         # half the budget gone
     assert lr_at(505, 1000, timed, elapsed_s=10.0) == pytest.approx(0.5e-3)        # half the steps gone
     assert lr_at(20, 1000, timed, elapsed_s=120.0) == 0.0
+    assert schedule_done(5, 1000, steps) == 0.0 and schedule_done(505, 1000, steps) == pytest.approx(0.5)
+    assert schedule_done(505, 1000, timed, elapsed_s=80.0) == pytest.approx(0.8) and schedule_done(5, 10, timed) == 0.0
+
+
+def test_shrunk_batches_keep_pairs_alike_and_their_targets_mass():
+    from facexray.train.loop import shrink_batch
+
+    face = torch.rand(1, 3, 256, 256)
+    xray = torch.zeros(2, 64, 64)
+    xray[1, 20:44, 20:44] = 1.0                     # the blended twin's boundary
+    batch = {"image": torch.cat([face, face]).contiguous(memory_format=torch.channels_last), "xray": xray,
+             "label": torch.tensor([0.0, 1.0])}
+    out = shrink_batch(batch, 160, torch.channels_last)
+    assert out["image"].shape == (2, 3, 160, 160) and out["xray"].shape == (2, 40, 40)
+    assert out["image"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out["image"][0], out["image"][1]) and torch.equal(out["label"], batch["label"])
+    assert float(out["image"].min()) >= 0.0 and float(out["image"].max()) <= 1.0
+    assert float(out["xray"][0].max()) == 0.0
+    assert float(out["xray"][1].mean()) == pytest.approx(float(xray[1].mean()), rel=0.02)   # area kept
+    # antialiased: a pixel-level checkerboard averages out instead of aliasing into stripes
+    checker = ((torch.arange(256)[:, None] + torch.arange(256)) % 2).float().expand(1, 3, 256, 256)
+    flat = shrink_batch({"image": checker, "xray": xray[:1]}, 160)["image"]
+    assert float(flat.std()) < 0.05
+    for bad in (150, 256, 320):
+        with pytest.raises(ValueError, match="multiple of 32 below"):
+            shrink_batch(batch, bad)
+
+
+def test_a_low_resolution_share_shrinks_the_first_part_of_the_schedule(tiny_dataset, tmp_path, monkeypatch):
+    import facexray.train.loop as loop
+
+    sizes, real_shrink = [], loop.shrink_batch
+
+    def spy(batch, *args, **kwargs):
+        out = real_shrink(batch, *args, **kwargs)
+        sizes.append(out["image"].shape[-1])
+        return out
+
+    monkeypatch.setattr(loop, "shrink_batch", spy)
+    cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "run"), epochs=1, batch_size=4, workers=0, warmup_steps=0,
+                      steps_per_epoch=4, log_every=1, low_res_size=128, low_res_share=0.5)
+    res = train(cfg)
+    assert sizes == [128, 128]                       # steps 0 and 1 of 4: the first half of the schedule
+    assert res.history[-1]["step"] == 4
 
 
 def test_patches_keep_image_and_target_aligned_and_relabel_windows_without_evidence():

@@ -72,6 +72,8 @@ class TrainConfig:
     patch_size: int | None = None   # cut this share of training batches to random patch_size² windows
     patch_prob: float = 0.0         # (see `cut_patches`); validation always sees whole crops
     patches_per_face: int = 1       # windows cut from each face of such a batch (its size × this)
+    low_res_size: int | None = None  # train the first `low_res_share` of the schedule on batches shrunk
+    low_res_share: float = 0.0       # to low_res_size² (see `shrink_batch`); validation sees whole crops
     steps_per_epoch: int | None = None   # None: one pass over the training faces; more draws each face again
     time_budget_s: float | None = None
     log_every: int = 10
@@ -211,16 +213,37 @@ def _initial_model(cfg: TrainConfig) -> torch.nn.Module:
     return load_checkpoint_as(cfg.init, cfg.arch)[0]
 
 
-def lr_at(step: int, total: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
-    """The learning rate of a step: a linear warm-up, then a cosine to 0 over the remaining steps,
-    or over this run's `time_budget_s` when that ends first, so a budgeted run anneals fully
-    however fast the machine turns out to be."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+def schedule_done(step: int, total: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """How much of the schedule after warm-up is behind a step, 0 to 1: by steps, or by this run's
+    `time_budget_s` when that ends first, so a budgeted run anneals fully however fast the machine
+    turns out to be."""
+    t = max(0, step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
     if cfg.time_budget_s:
         t = max(t, elapsed_s / cfg.time_budget_s)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+    return min(1.0, t)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """The learning rate of a step: a linear warm-up, then a cosine to 0 over the rest of the schedule."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * schedule_done(step, total, cfg, elapsed_s)))
+
+
+def shrink_batch(batch: dict, size: int, memory_format: torch.memory_format = torch.contiguous_format,
+                 stride: int = XRAY_STRIDE) -> dict:
+    """A training batch (images already floats) shrunk to `size`² faces, its X-ray targets to (size/stride)².
+
+    The network is fully convolutional and costs about (size/S)² of a whole crop, so a run can spend
+    most of its schedule on small faces (160²: 3x the faces per second on a CPU) and its end on whole
+    crops. Pairs stay pairs: each face is shrunk alike (antialiased, as a small face in a video is).
+    """
+    image = batch["image"]
+    if size % 32 or not stride <= size < image.shape[-1]:
+        raise ValueError(f"low_res_size must be a multiple of 32 below the crop size {image.shape[-1]}, got {size}")
+    small = F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    xray = F.adaptive_avg_pool2d(batch["xray"][:, None], size // stride)[:, 0]
+    return {**batch, "image": small.clamp_(0.0, 1.0).contiguous(memory_format=memory_format), "xray": xray}
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> TrainResult:
@@ -296,6 +319,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
                 if cfg.patch_size and patch_rng.random() < cfg.patch_prob:
                     batch = cut_patches(batch, cfg.patch_size, patch_rng, per_face=cfg.patches_per_face)
                 batch["image"] = model_input(batch["image"], device, layout)
+                if cfg.low_res_size and schedule_done(state["step"], total, cfg, time.monotonic() - t_start) < cfg.low_res_share:
+                    batch = shrink_batch(batch, cfg.low_res_size, layout)
                 with torch.autocast(device.type, enabled=use_amp):
                     logit, xray_logits = model.forward_logits(batch["image"])
                 loss, parts = loss_fn(logit.float(), xray_logits.float(), batch, cfg.xray_weight)
