@@ -333,6 +333,14 @@ def test_a_checkpoints_sample_settings_are_its_recipes_and_the_defaults_without_
     assert SampleConfig.from_checkpoint({}) == SampleConfig.from_checkpoint({"provenance": None}) == SampleConfig()
 
 
+@pytest.mark.parametrize("recipe", sorted(p.relative_to(Path(__file__).parents[1] / "configs").as_posix()
+                                         for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml")))
+def test_every_shipped_recipe_parses(recipe):
+    cfg = TrainConfig.from_yaml(Path(__file__).parents[1] / "configs" / recipe)
+    assert cfg.out and cfg.data and cfg.lr > 0
+    assert cfg.low_res_size is None or cfg.low_res_size % 32 == 0 and 0 < cfg.low_res_share <= 1
+
+
 def test_the_second_stage_recipe_restates_only_what_changes_over_its_base():
     root = Path(__file__).parents[1] / "configs"
     base, stage2 = TrainConfig.from_yaml(root / "default_model.yaml"), TrainConfig.from_yaml(root / "default_model_stage2.yaml")

@@ -235,8 +235,10 @@ def shrink_batch(batch: dict, size: int, memory_format: torch.memory_format = to
     """A training batch (images already floats) shrunk to `size`² faces, its X-ray targets to (size/stride)².
 
     The network is fully convolutional and costs about (size/S)² of a whole crop, so a run can spend
-    most of its schedule on small faces (160²: 3x the faces per second on a CPU) and its end on whole
-    crops. Pairs stay pairs: each face is shrunk alike (antialiased, as a small face in a video is).
+    part of its schedule on small faces (160²: twice the training faces per second on a 2-core CPU)
+    and the rest on whole crops. Pairs stay pairs: each face is shrunk alike (antialiased, as a small
+    face in a video is). Measured for the default model, it taught the network little: shrinking blurs
+    the blending boundary away (README, "The default model").
     """
     image = batch["image"]
     if size % 32 or not stride <= size < image.shape[-1]:
