@@ -67,7 +67,8 @@ def main() -> None:
     out["self_blend_val"] = {b: {"auc": round(r["frame"]["auc"], 4), "n_real": r["frame"]["n_real"],
                                  "n_fake": r["frame"]["n_fake"], "identities": r["identities"], "xray": r["xray"]}
                              for b, r in blends.items()}
-    scores = calibrate(args.model or DEFAULT_MODEL, args.data, engine="onnxruntime", progress=False).scores
+    scores = calibrate(args.model or DEFAULT_MODEL, args.data, engine="onnxruntime", progress=False,
+                       with_unflipped=False).scores
     values = np.array(list(scores.values()))
     videos = np.array([Path(s).suffix.lower() not in IMAGE_EXTENSIONS for s in scores])
     t = runner.threshold

@@ -138,6 +138,11 @@ def test_two_minute_cpu_training_lowers_loss_and_serves(tiny_dataset, shared_dir
     flipped = read_metadata(flip_path)["calibration"]
     assert flipped["flip"] and not cal["flip"] and flipped["scores"] != cal["scores"]
     assert flipped["unflipped"]["scores"] == cal["scores"] and flipped["unflipped"]["threshold"] == cal["threshold"]
+    from facexray.train.calibrate import calibrate
+
+    scores_only = calibrate(res.best, tiny_dataset, sample="uniform=4", max_false_alarm=0.25, flip=True,
+                            progress=False, with_unflipped=False)      # bench_accuracy's one pass
+    assert scores_only.unflipped is None and scores_only.scores == flipped["scores"]
 
 
 def test_lr_warms_up_then_anneals_over_the_steps_or_the_time_budget_whichever_ends_first():

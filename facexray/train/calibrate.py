@@ -79,12 +79,13 @@ def real_sources(dataset: str | Path, split: str = "val") -> list[str]:
 
 def calibrate(model: str | Path, dataset: str | Path, *, max_false_alarm: float = DEFAULT_MAX_FALSE_ALARM,
               sample: str = DEFAULT_SAMPLE, split: str = "val", engine: str = "auto", device: str = "cpu",
-              progress: bool = True, flip: bool | None = None) -> Calibration:
+              progress: bool = True, flip: bool | None = None, with_unflipped: bool = True) -> Calibration:
     """Score every real source of `split` as `scan` would (with `model`, sampling `sample`) and choose the threshold.
 
     `flip` scores each face with its mirror image too (default: as `model` was calibrated); the
     calibration records it, and a checkpoint written with it scores that way. A flipped calibration
-    also holds the unflipped one (`unflipped`: one more pass), for `scan --no-flip` at twice the X-ray speed.
+    also holds the unflipped one (`unflipped`: one more pass), for `scan --no-flip` at twice the X-ray speed,
+    unless `with_unflipped` is False (a measurement that needs only the scores).
 
     Raises ValueError when no source yields a face.
     """
@@ -119,7 +120,7 @@ def calibrate(model: str | Path, dataset: str | Path, *, max_false_alarm: float 
     t = choose_threshold(values, max_false_alarm)
     index = Path(dataset) / "index.jsonl"
     unflipped = calibrate(model, dataset, max_false_alarm=max_false_alarm, sample=sample, split=split, engine=engine,
-                          device=device, progress=progress, flip=False).to_dict() if flip else None
+                          device=device, progress=progress, flip=False).to_dict() if flip and with_unflipped else None
     return Calibration(threshold=t, max_false_alarm=max_false_alarm, false_alarm_rate=float((values >= t).mean()),
                        real_sources=len(scores), sample=sample, split=split, flip=flip, unflipped=unflipped,
                        dataset_index_sha256=hashlib.sha256(index.read_bytes()).hexdigest(),
