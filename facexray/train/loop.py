@@ -315,13 +315,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
             for i, batch in enumerate(loader):
                 if i >= steps_per_epoch:
                     break
+                elapsed = time.monotonic() - t_start
                 for g in opt.param_groups:
-                    g["lr"] = lr_at(state["step"], total, cfg, time.monotonic() - t_start)
+                    g["lr"] = lr_at(state["step"], total, cfg, elapsed)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 if cfg.patch_size and patch_rng.random() < cfg.patch_prob:
                     batch = cut_patches(batch, cfg.patch_size, patch_rng, per_face=cfg.patches_per_face)
                 batch["image"] = model_input(batch["image"], device, layout)
-                if cfg.low_res_size and schedule_done(state["step"], total, cfg, time.monotonic() - t_start) < cfg.low_res_share:
+                if cfg.low_res_size and schedule_done(state["step"], total, cfg, elapsed) < cfg.low_res_share:
                     batch = shrink_batch(batch, cfg.low_res_size, layout)
                 with torch.autocast(device.type, enabled=use_amp):
                     logit, xray_logits = model.forward_logits(batch["image"])
