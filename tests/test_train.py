@@ -399,3 +399,25 @@ def test_ema_weights_are_the_ones_validated_and_a_resumed_run_keeps_its_clock(ti
     assert res.epochs_run == 2 and later["step"] == 4 and later["elapsed_s"] > first["elapsed_s"]   # one step, out of time
     log = [json.loads(x) for x in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert next(r["lr"] for r in log if r.get("step") == 4 and "lr" in r) == 0.0
+
+
+def test_frozen_modules_keep_their_start_weights_and_statistics_and_the_rest_trains(tiny_dataset, tmp_path):
+    from facexray.models import random_model, save_checkpoint
+    from facexray.models.checkpoint import load_checkpoint
+
+    net, meta = random_model("xray_efficientnet_lite0", crop={"size": 256, "margin": 0.3, "align": "5pt-similarity",
+                                                                "version": 1})
+    start = save_checkpoint(net, tmp_path / "start.safetensors", crop=meta["crop"])
+    frozen = ["backbone._conv_stem", "backbone._bn0", "backbone._blocks.0"]
+    cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "run"), arch="xray_efficientnet_lite0",
+                      init=str(start), epochs=1, batch_size=4, workers=0, steps_per_epoch=2, lr=1e-2,
+                      warmup_steps=1, freeze=frozen)
+    train(cfg)
+    before, after = net.state_dict(), load_checkpoint(tmp_path / "run/last.safetensors")[0].state_dict()
+    kept = [k for k in before if k.startswith(tuple(n + "." for n in frozen))]
+    assert any(k.endswith("running_mean") for k in kept)
+    assert all(torch.equal(before[k], after[k]) for k in kept)             # weights and BatchNorm statistics
+    trained = [k for k in before if k.startswith("backbone._blocks.1.") and before[k].is_floating_point()]
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+    with pytest.raises(ValueError, match="no module named backbone._blocks.99"):
+        train(replace(cfg, freeze=["backbone._blocks.99"], out=str(tmp_path / "bad")))

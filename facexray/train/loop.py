@@ -62,6 +62,7 @@ class TrainConfig:
     warmup_steps: int = 50
     grad_clip: float = 5.0
     ema_decay: float | None = None  # validate and save an EMA of the weights (e.g. 0.998), not the raw ones
+    freeze: list[str] = field(default_factory=list)  # modules kept at their start weights (see `freeze_modules`)
     xray_weight: float = 10.0
     workers: int = 2
     seed: int = 0                   # the training draws (a second stage takes another seed: new blends)
@@ -158,6 +159,26 @@ def cut_patches(batch: dict, size: int, rng: np.random.Generator, stride: int = 
     shows = (tgt.flatten(1).amax(dim=1) >= evidence).float()
     label = torch.where(batch["xray_valid"] > 0, batch["label"] * shows, batch["label"])
     return {**batch, "image": img, "xray": tgt, "label": label}
+
+
+def freeze_modules(model: torch.nn.Module, names: list[str]) -> list[torch.nn.Module]:
+    """Keep the modules named `names` (as `model.named_modules()` names them, e.g. `backbone._blocks.0`)
+    at their start weights, their BatchNorm statistics included; returns them, to be put back in eval
+    mode whenever the model is put in training mode.
+
+    Much of a training step is the backward pass through the high-resolution early layers, which an
+    ImageNet backbone's stem and first blocks may not need. Measured for EfficientNet-Lite0 frozen
+    through stride 4 on the 2-core CPU: a step alone about 1.3× as fast, a whole 100-minute run 11 %
+    more steps and a lower validation AUC (README, "The default model").
+    """
+    modules = dict(model.named_modules())
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        raise ValueError(f"freeze: no module named {', '.join(unknown)} in this network")
+    frozen = [modules[n] for n in names]
+    for m in frozen:
+        m.requires_grad_(False)
+    return frozen
 
 
 def _git_commit() -> str | None:
@@ -267,7 +288,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
     model = _initial_model(cfg).to(device)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    frozen = freeze_modules(model, cfg.freeze)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     use_amp = cfg.amp and cuda
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     faces_per_item = 2 if train_ds.paired else 1
@@ -308,6 +331,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = False) -> Tra
                                 collate_fn=paired_collate if train_ds.paired else None,
                                 generator=torch.Generator().manual_seed(cfg.seed + epoch))
             model.train()
+            for m in frozen:
+                m.eval()
             patch_rng = np.random.default_rng([cfg.seed, epoch])
             t_epoch, seen = time.monotonic(), 0
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
