@@ -16,6 +16,8 @@ from facexray.models.checkpoint import read_metadata
 from facexray.train.dataset import SampleConfig, XrayDataset, paired_collate
 from facexray.train.loop import TrainConfig, lr_at, schedule_done, train
 
+CROP = {"size": 256, "margin": 0.3, "align": "5pt-similarity", "version": 1}   # metadata of random starts
+
 
 def test_dataset_items_are_consistent_and_seeded(tiny_dataset):
     ds = XrayDataset(tiny_dataset, "train", seed=0)
@@ -369,8 +371,7 @@ def test_init_takes_a_checkpoint_s_weights_into_another_fuse_stride_and_refuses_
     from facexray.models import random_model, save_checkpoint
     from facexray.train.loop import _initial_model
 
-    net, meta = random_model("xray_efficientnet_lite0", crop={"size": 256, "margin": 0.3, "align": "5pt-similarity",
-                                                                "version": 1})
+    net, meta = random_model("xray_efficientnet_lite0", crop=CROP)
     path = save_checkpoint(net, tmp_path / "s1.safetensors", crop=meta["crop"])
     started = _initial_model(TrainConfig(arch="xray_efficientnet_lite0_f8", init=str(path)))
     assert started.fuse_stride == 8
@@ -405,8 +406,7 @@ def test_frozen_modules_keep_their_start_weights_and_statistics_and_the_rest_tra
     from facexray.models import random_model, save_checkpoint
     from facexray.models.checkpoint import load_checkpoint
 
-    net, meta = random_model("xray_efficientnet_lite0", crop={"size": 256, "margin": 0.3, "align": "5pt-similarity",
-                                                                "version": 1})
+    net, meta = random_model("xray_efficientnet_lite0", crop=CROP)
     start = save_checkpoint(net, tmp_path / "start.safetensors", crop=meta["crop"])
     frozen = ["backbone._conv_stem", "backbone._bn0", "backbone._blocks.0"]
     cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "run"), arch="xray_efficientnet_lite0",
